@@ -1,0 +1,299 @@
+//! Atom-centred symmetry functions (ACSF), evaluated in **groups**: all functions of one central
+//! species that share a kind, neighbour species, cutoff radius and cutoff function. A group runs
+//! one neighbour (or neighbour-pair) loop for all its functions, with the cutoff factors computed
+//! once per neighbour and the parameters stored as structure-of-arrays lanes (`eta[n]`, `rs[n]`,
+//! …), so the inner loop runs over contiguous lanes.
+//!
+//! Kinds (Behler, J. Chem. Phys. 134, 074106 (2011); n2p2 type numbers as codes):
+//! - [`radial`]: G2 = Σ_j exp(−η(r_ij − r_s)²) f_c(r_ij)
+//! - [`angular`]: G4 (narrow, n2p2 type 3) and G5 (wide, n2p2 type 9).
+//!
+//! The feature-vector layout is described in [`layout`].
+
+pub mod angular;
+pub mod layout;
+pub mod radial;
+
+use crate::bytes::{u32_at, u8_at};
+use crate::cutoff::{Cutoff, CutoffKind};
+use crate::math::Real;
+
+/// Kinds of symmetry function (n2p2 type numbers as codes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+#[doc(alias = "symfunction_short")]
+pub enum DescriptorKind {
+    /// G2 radial, n2p2 type 2. Parameters: η, r_s.
+    #[doc(alias = "G2")]
+    Radial = 2,
+    /// G4 narrow angular, n2p2 type 3. Parameters: η, r_s, ζ, λ.
+    #[doc(alias = "G4")]
+    AngularNarrow = 3,
+    /// G5 wide angular, n2p2 type 9. Parameters: η, r_s, ζ, λ.
+    #[doc(alias = "G5")]
+    AngularWide = 9,
+}
+
+impl DescriptorKind {
+    /// The kind with code `code`.
+    pub fn from_code(code: u8) -> Option<Self> {
+        match code {
+            2 => Some(DescriptorKind::Radial),
+            3 => Some(DescriptorKind::AngularNarrow),
+            9 => Some(DescriptorKind::AngularWide),
+            _ => None,
+        }
+    }
+
+    /// The code (n2p2 type number).
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// Parameter lanes per function in the blob (η, r_s [, ζ, λ]).
+    pub fn n_params(self) -> usize {
+        match self {
+            DescriptorKind::Radial => 2,
+            DescriptorKind::AngularNarrow | DescriptorKind::AngularWide => 4,
+        }
+    }
+
+    /// True for kinds that take a second neighbour species.
+    pub fn is_angular(self) -> bool {
+        !matches!(self, DescriptorKind::Radial)
+    }
+}
+
+/// Size of a group record in the blob's `GRPS` section.
+pub const GROUP_RECORD: usize = 24;
+
+/// One group viewed in place (decoded from a validated blob).
+#[derive(Clone, Copy)]
+pub(crate) struct Group<'a, T> {
+    pub kind: DescriptorKind,
+    pub cutoff: Cutoff<T>,
+    /// Neighbour species (first and second; the second equals the first for radial kinds).
+    pub e1: usize,
+    pub e2: usize,
+    /// Functions in the group.
+    pub n: usize,
+    /// Parameter lanes, `n_params × n`.
+    pub params: &'a [T],
+    /// Feature index of each function: `n` little-endian `u32`.
+    pub out: &'a [u8],
+}
+
+impl<'a, T: Real> Group<'a, T> {
+    /// Decodes group record `g` of the `GRPS` section; `None` if out of range or malformed.
+    pub fn decode(groups: &[u8], index: &'a [u8], reals: &'a [T], g: usize) -> Option<Self> {
+        let base = g.checked_mul(GROUP_RECORD)?;
+        let kind = DescriptorKind::from_code(u8_at(groups, base)?)?;
+        let cutoff_kind = CutoffKind::from_code(u8_at(groups, base + 1)?)?;
+        let e1 = usize::from(u8_at(groups, base + 2)?);
+        let e2 = usize::from(u8_at(groups, base + 3)?);
+        let n = u32_at(groups, base + 4)? as usize;
+        let r0 = u32_at(groups, base + 8)? as usize;
+        let i0 = u32_at(groups, base + 12)? as usize;
+        let head = reals.get(r0..r0.checked_add(2)?)?;
+        let (rc, alpha) = (*head.first()?, *head.get(1)?);
+        let p0 = r0 + 2;
+        let params = reals.get(p0..p0.checked_add(n.checked_mul(kind.n_params())?)?)?;
+        let out = index.get(i0.checked_mul(4)?..i0.checked_add(n)?.checked_mul(4)?)?;
+        Some(Group {
+            kind,
+            cutoff: Cutoff::new(cutoff_kind, rc, alpha),
+            e1,
+            e2: if kind.is_angular() { e2 } else { e1 },
+            n,
+            params,
+            out,
+        })
+    }
+
+    /// Parameter lane `k` (`n` values).
+    #[inline(always)]
+    pub fn lane(&self, k: usize) -> &'a [T] {
+        let a = k * self.n;
+        self.params.get(a..a + self.n).unwrap_or(&[])
+    }
+
+    /// Feature index of function `s`.
+    #[inline(always)]
+    pub fn feature(&self, s: usize) -> usize {
+        u32_at(self.out, 4 * s).unwrap_or(0) as usize
+    }
+}
+
+/// Receives the derivatives of a group's functions during back-propagation. A kernel calls
+/// `*_begin` once per pair/triplet, `*_term` once per function with the partial derivatives
+/// already multiplied by that function's multiplier m_s, then `*_end`.
+pub(crate) trait GradSink<T: Real> {
+    fn pair_begin(&mut self, j: usize, unit: [T; 3]);
+    /// `dv` = m_s · ∂v_s/∂r_ij.
+    fn pair_term(&mut self, s: usize, dv: T);
+    fn pair_end(&mut self);
+    fn triplet_begin(&mut self, geom: &Triplet<T>);
+    /// `a` = m_s · (∂v/∂r_ij, ∂v/∂r_ik, ∂v/∂r_jk, ∂v/∂cos θ).
+    fn triplet_term(&mut self, s: usize, a: [T; 4]);
+    fn triplet_end(&mut self);
+}
+
+/// Geometry of a neighbour pair (j, k) of a central atom i, with d = r_neighbour − r_i.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Triplet<T> {
+    pub j: usize,
+    pub k: usize,
+    /// Unit vectors i→j, i→k, j→k.
+    pub uj: [T; 3],
+    pub uk: [T; 3],
+    pub ujk: [T; 3],
+    pub rij: T,
+    pub rik: T,
+    pub cos: T,
+}
+
+impl<T: Real> Triplet<T> {
+    /// Gradients with respect to d_ij and d_ik of a function of (r_ij, r_ik, r_jk, cos θ) whose
+    /// partial derivatives are `a`.
+    #[inline(always)]
+    pub fn gradients(&self, a: [T; 4]) -> ([T; 3], [T; 3]) {
+        let [a_ij, a_ik, a_jk, a_c] = a;
+        let cj = a_c / self.rij;
+        let ck = a_c / self.rik;
+        let (uj, uk, ujk, cos) = (self.uj, self.uk, self.ujk, self.cos);
+        // ∂cos/∂d_ij = (u_k − cos u_j)/r_ij; ∂r_jk/∂d_ij = −u_jk; ∂r_jk/∂d_ik = u_jk.
+        let gj = core::array::from_fn(|c| {
+            let (j, k, jk) = (at(uj, c), at(uk, c), at(ujk, c));
+            a_ij * j - a_jk * jk + cj * (k - cos * j)
+        });
+        let gk = core::array::from_fn(|c| {
+            let (j, k, jk) = (at(uj, c), at(uk, c), at(ujk, c));
+            a_ik * k + a_jk * jk + ck * (j - cos * k)
+        });
+        (gj, gk)
+    }
+}
+
+/// Component `c` of a 3-vector (zero out of range; callers pass 0..3).
+#[inline(always)]
+fn at<T: Real>(v: [T; 3], c: usize) -> T {
+    v.get(c).copied().unwrap_or(T::ZERO)
+}
+
+/// Accumulates Σ_s m_s ∂v_s into the neighbour gradient lanes (the force path).
+pub(crate) struct WeightedSink<'s, T> {
+    pub gx: &'s mut [T],
+    pub gy: &'s mut [T],
+    pub gz: &'s mut [T],
+    pub sum: T,
+    pub a: [T; 4],
+    pub j: usize,
+    pub unit: [T; 3],
+    pub tri: Triplet<T>,
+}
+
+impl<'s, T: Real> WeightedSink<'s, T> {
+    pub fn new(gx: &'s mut [T], gy: &'s mut [T], gz: &'s mut [T]) -> Self {
+        WeightedSink {
+            gx,
+            gy,
+            gz,
+            sum: T::ZERO,
+            a: [T::ZERO; 4],
+            j: 0,
+            unit: [T::ZERO; 3],
+            tri: Triplet::default(),
+        }
+    }
+
+    #[inline(always)]
+    fn add(&mut self, j: usize, g: [T; 3]) {
+        if let (Some(x), Some(y), Some(z)) =
+            (self.gx.get_mut(j), self.gy.get_mut(j), self.gz.get_mut(j))
+        {
+            *x += g[0];
+            *y += g[1];
+            *z += g[2];
+        }
+    }
+}
+
+impl<T: Real> GradSink<T> for WeightedSink<'_, T> {
+    #[inline(always)]
+    fn pair_begin(&mut self, j: usize, unit: [T; 3]) {
+        self.j = j;
+        self.unit = unit;
+        self.sum = T::ZERO;
+    }
+    #[inline(always)]
+    fn pair_term(&mut self, _s: usize, dv: T) {
+        self.sum += dv;
+    }
+    #[inline(always)]
+    fn pair_end(&mut self) {
+        let (s, u) = (self.sum, self.unit);
+        self.add(self.j, [s * u[0], s * u[1], s * u[2]]);
+    }
+    #[inline(always)]
+    fn triplet_begin(&mut self, geom: &Triplet<T>) {
+        self.tri = *geom;
+        self.a = [T::ZERO; 4];
+    }
+    #[inline(always)]
+    fn triplet_term(&mut self, _s: usize, a: [T; 4]) {
+        for (acc, x) in self.a.iter_mut().zip(a) {
+            *acc += x;
+        }
+    }
+    #[inline(always)]
+    fn triplet_end(&mut self) {
+        let (gj, gk) = self.tri.gradients(self.a);
+        self.add(self.tri.j, gj);
+        self.add(self.tri.k, gk);
+    }
+}
+
+/// Writes the full Jacobian ∂G_f/∂d_j into `out[(f·capacity + j)·3 + c]` (the training path).
+pub(crate) struct JacobianSink<'s, 'g, T> {
+    pub out: &'s mut [T],
+    pub capacity: usize,
+    pub group: &'s Group<'g, T>,
+    pub j: usize,
+    pub unit: [T; 3],
+    pub tri: Triplet<T>,
+}
+
+impl<T: Real> JacobianSink<'_, '_, T> {
+    #[inline(always)]
+    fn add(&mut self, s: usize, j: usize, g: [T; 3]) {
+        let f = self.group.feature(s);
+        let base = (f * self.capacity + j) * 3;
+        if let Some(o) = self.out.get_mut(base..base + 3) {
+            for (x, y) in o.iter_mut().zip(g) {
+                *x += y;
+            }
+        }
+    }
+}
+
+impl<T: Real> GradSink<T> for JacobianSink<'_, '_, T> {
+    fn pair_begin(&mut self, j: usize, unit: [T; 3]) {
+        self.j = j;
+        self.unit = unit;
+    }
+    fn pair_term(&mut self, s: usize, dv: T) {
+        let u = self.unit;
+        self.add(s, self.j, [dv * u[0], dv * u[1], dv * u[2]]);
+    }
+    fn pair_end(&mut self) {}
+    fn triplet_begin(&mut self, geom: &Triplet<T>) {
+        self.tri = *geom;
+    }
+    fn triplet_term(&mut self, s: usize, a: [T; 4]) {
+        let (gj, gk) = self.tri.gradients(a);
+        let (j, k) = (self.tri.j, self.tri.k);
+        self.add(s, j, gj);
+        self.add(s, k, gk);
+    }
+    fn triplet_end(&mut self) {}
+}

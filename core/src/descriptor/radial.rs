@@ -1,0 +1,53 @@
+//! Radial symmetry functions G2 (n2p2 type 2):
+//! G2_i = Σ_j exp(−η (r_ij − r_s)²) f_c(r_ij), over neighbours j of one species with r_ij < rc.
+//!
+//! dG2/dr_ij = exp(−η (r_ij − r_s)²) [f_c′(r_ij) − 2η (r_ij − r_s) f_c(r_ij)].
+
+use super::{GradSink, Group};
+use crate::math::Real;
+use crate::neighbors::Lanes;
+
+/// Adds the group's values into `acc` (one lane per function).
+#[inline]
+pub(crate) fn values<T: Real>(g: &Group<'_, T>, nb: &Lanes<'_, T>, acc: &mut [T]) {
+    let (eta, rs) = (g.lane(0), g.lane(1));
+    let rc = g.cutoff.rc();
+    for &r in nb.r.get(nb.range(g.e1)).unwrap_or(&[]) {
+        // Strict cutoff as in n2p2: a neighbour at exactly rc contributes nothing.
+        if r >= rc {
+            continue;
+        }
+        let (fc, _) = g.cutoff.eval(r);
+        for ((a, &e), &s) in acc.iter_mut().zip(eta).zip(rs) {
+            let d = r - s;
+            *a += (-e * d * d).exp() * fc;
+        }
+    }
+}
+
+/// Back-propagates multipliers `m` (one per function) through the group into `sink`.
+#[inline]
+pub(crate) fn backprop<T: Real, S: GradSink<T>>(
+    g: &Group<'_, T>,
+    nb: &Lanes<'_, T>,
+    m: &[T],
+    sink: &mut S,
+) {
+    let (eta, rs) = (g.lane(0), g.lane(1));
+    let rc = g.cutoff.rc();
+    for j in nb.range(g.e1) {
+        let Some((d, r)) = nb.get(j) else { continue };
+        if r >= rc {
+            continue;
+        }
+        let (fc, dfc) = g.cutoff.eval(r);
+        let inv = T::ONE / r;
+        sink.pair_begin(j, [d[0] * inv, d[1] * inv, d[2] * inv]);
+        for (s, ((&e, &r0), &w)) in eta.iter().zip(rs).zip(m).enumerate() {
+            let x = r - r0;
+            let ex = (-e * x * x).exp();
+            sink.pair_term(s, w * ex * (dfc - T::TWO * e * x * fc));
+        }
+        sink.pair_end();
+    }
+}

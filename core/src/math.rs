@@ -1,0 +1,253 @@
+//! The one math facade of the core: every transcendental function goes through [`Real`], so host
+//! tests and firmware run the same code, and a target-specific approximation can be swapped in
+//! here only.
+//!
+//! Both implementations forward to `libm` (correctly rounded to within 1 ulp for `f64`; the `f32`
+//! versions of `exp`/`cos` compute in `f64` internally, which is slow on an f32-only FPU — an
+//! f32-native path with a stated error comes with the firmware work).
+
+use core::fmt::{Debug, Display};
+use core::ops::{Add, AddAssign, Div, DivAssign, Mul, MulAssign, Neg, Sub, SubAssign};
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for f64 {}
+}
+
+/// A floating-point type the core computes in: `f32` or `f64`.
+pub trait Real:
+    sealed::Sealed
+    + Copy
+    + Default
+    + PartialEq
+    + PartialOrd
+    + Debug
+    + Display
+    + Send
+    + Sync
+    + 'static
+    + Add<Output = Self>
+    + Sub<Output = Self>
+    + Mul<Output = Self>
+    + Div<Output = Self>
+    + Neg<Output = Self>
+    + AddAssign
+    + SubAssign
+    + MulAssign
+    + DivAssign
+{
+    /// 0.
+    const ZERO: Self;
+    /// 1.
+    const ONE: Self;
+    /// 2.
+    const TWO: Self;
+    /// 1/2.
+    const HALF: Self;
+    /// π.
+    const PI: Self;
+    /// Size in bytes (4 or 8); also the float-kind code of a blob.
+    const BYTES: usize;
+
+    /// Converts from `f64` (rounding to nearest for `f32`).
+    fn from_f64(x: f64) -> Self;
+    /// Converts to `f64` (exact).
+    fn to_f64(self) -> f64;
+    /// Converts from a small integer count (exact below 2^24).
+    fn from_usize(n: usize) -> Self;
+    /// Decodes a little-endian value of either float kind (`bytes.len()` 4 or 8), converting to
+    /// `Self`; `None` for any other length.
+    fn from_le_slice(bytes: &[u8]) -> Option<Self>;
+
+    /// e^x.
+    fn exp(self) -> Self;
+    /// Natural logarithm.
+    fn ln(self) -> Self;
+    /// ln(1 + x), accurate near 0.
+    fn ln_1p(self) -> Self;
+    /// Square root.
+    fn sqrt(self) -> Self;
+    /// Hyperbolic tangent.
+    fn tanh(self) -> Self;
+    /// Cosine (radians).
+    fn cos(self) -> Self;
+    /// Sine (radians).
+    fn sin(self) -> Self;
+    /// x^y for real y.
+    fn powf(self, y: Self) -> Self;
+    /// Largest integer ≤ x.
+    fn floor(self) -> Self;
+    /// |x|.
+    fn abs(self) -> Self;
+    /// True unless NaN or ±∞.
+    fn is_finite(self) -> bool;
+
+    /// x^n for a non-negative integer n by repeated squaring (exact operation count, no libm).
+    #[inline(always)]
+    fn powu(self, mut n: u32) -> Self {
+        let mut base = self;
+        let mut acc = Self::ONE;
+        while n > 0 {
+            if n & 1 == 1 {
+                acc *= base;
+            }
+            base *= base;
+            n >>= 1;
+        }
+        acc
+    }
+
+    /// The larger of two values (NaN-propagation unspecified).
+    #[inline(always)]
+    fn max(self, other: Self) -> Self {
+        if other > self {
+            other
+        } else {
+            self
+        }
+    }
+
+    /// The smaller of two values (NaN-propagation unspecified).
+    #[inline(always)]
+    fn min(self, other: Self) -> Self {
+        if other < self {
+            other
+        } else {
+            self
+        }
+    }
+}
+
+macro_rules! impl_real {
+    ($t:ty, $bytes:expr, $exp:path, $ln:path, $ln1p:path, $sqrt:path, $tanh:path, $cos:path,
+     $sin:path, $pow:path, $floor:path, $abs:path) => {
+        impl Real for $t {
+            const ZERO: Self = 0.0;
+            const ONE: Self = 1.0;
+            const TWO: Self = 2.0;
+            const HALF: Self = 0.5;
+            const PI: Self = core::f64::consts::PI as $t;
+            const BYTES: usize = $bytes;
+
+            #[inline(always)]
+            fn from_f64(x: f64) -> Self {
+                x as $t
+            }
+            #[inline(always)]
+            fn to_f64(self) -> f64 {
+                self as f64
+            }
+            #[inline(always)]
+            fn from_usize(n: usize) -> Self {
+                n as $t
+            }
+            #[inline(always)]
+            fn from_le_slice(bytes: &[u8]) -> Option<Self> {
+                if let Ok(b) = <[u8; 8]>::try_from(bytes) {
+                    Some(f64::from_le_bytes(b) as $t)
+                } else if let Ok(b) = <[u8; 4]>::try_from(bytes) {
+                    Some(f32::from_le_bytes(b) as $t)
+                } else {
+                    None
+                }
+            }
+            #[inline(always)]
+            fn exp(self) -> Self {
+                $exp(self)
+            }
+            #[inline(always)]
+            fn ln(self) -> Self {
+                $ln(self)
+            }
+            #[inline(always)]
+            fn ln_1p(self) -> Self {
+                $ln1p(self)
+            }
+            #[inline(always)]
+            fn sqrt(self) -> Self {
+                $sqrt(self)
+            }
+            #[inline(always)]
+            fn tanh(self) -> Self {
+                $tanh(self)
+            }
+            #[inline(always)]
+            fn cos(self) -> Self {
+                $cos(self)
+            }
+            #[inline(always)]
+            fn sin(self) -> Self {
+                $sin(self)
+            }
+            #[inline(always)]
+            fn powf(self, y: Self) -> Self {
+                $pow(self, y)
+            }
+            #[inline(always)]
+            fn floor(self) -> Self {
+                $floor(self)
+            }
+            #[inline(always)]
+            fn abs(self) -> Self {
+                $abs(self)
+            }
+            #[inline(always)]
+            fn is_finite(self) -> bool {
+                <$t>::is_finite(self)
+            }
+        }
+    };
+}
+
+impl_real!(
+    f64,
+    8,
+    libm::exp,
+    libm::log,
+    libm::log1p,
+    libm::sqrt,
+    libm::tanh,
+    libm::cos,
+    libm::sin,
+    libm::pow,
+    libm::floor,
+    libm::fabs
+);
+impl_real!(
+    f32,
+    4,
+    libm::expf,
+    libm::logf,
+    libm::log1pf,
+    libm::sqrtf,
+    libm::tanhf,
+    libm::cosf,
+    libm::sinf,
+    libm::powf,
+    libm::floorf,
+    libm::fabsf
+);
+
+#[cfg(test)]
+mod tests {
+    use super::Real;
+
+    #[test]
+    fn powu_matches_pow() {
+        for &x in &[0.0f64, 0.3, 1.7, 2.0] {
+            for n in 0..12u32 {
+                let want = libm::pow(x, n as f64);
+                let got = x.powu(n);
+                assert!((got - want).abs() <= 1e-14 * want.abs().max(1.0), "{x}^{n}");
+            }
+        }
+    }
+
+    #[test]
+    fn from_le_slice_reads_both_kinds() {
+        assert_eq!(f64::from_le_slice(&1.5f64.to_le_bytes()), Some(1.5));
+        assert_eq!(f64::from_le_slice(&1.5f32.to_le_bytes()), Some(1.5));
+        assert_eq!(f32::from_le_slice(&[0u8; 3]), None);
+    }
+}

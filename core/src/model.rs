@@ -1,0 +1,775 @@
+//! The compiled potential: a validated blob viewed in place, and the energy/forces/virial
+//! computation.
+
+use crate::blob::{self, BlobError, ScalingMode, Sections, GLOBALS, LAYER_NORMALIZE, LAYER_RECORD};
+use crate::blob::{MAX_LAYERS, MODEL_LEN, SPECIES_RECORD};
+use crate::bytes::{cast_reals, u32_at, u8_at};
+use crate::cell::Cell;
+use crate::cutoff::CutoffKind;
+use crate::descriptor::{angular, radial, DescriptorKind, Group, JacobianSink, WeightedSink};
+use crate::descriptor::GROUP_RECORD;
+use crate::error::ComputeError;
+use crate::math::Real;
+use crate::mlp::{Activation, Layer};
+use crate::neighbors::{CellList, NeighborSet, MAX_SPECIES};
+use crate::workspace::{AtomScratch, Workspace};
+
+/// Sizes that determine the workspace a model needs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ModelDims {
+    /// Species in the model.
+    pub n_species: usize,
+    /// Most features (symmetry functions) of any species.
+    pub max_features: usize,
+    /// Most neurons in any layer, inputs included.
+    pub max_width: usize,
+    /// Most neurons (outputs of all layers) of any network.
+    pub max_network: usize,
+}
+
+/// A species record decoded from `SPEC`.
+#[derive(Clone, Copy, Debug)]
+struct SpeciesRec {
+    z: u32,
+    n_features: usize,
+    group_start: usize,
+    group_count: usize,
+    layer_start: usize,
+    layer_count: usize,
+    /// Offset in the reals of [reference energy, sub[n], mul[n], add[n]].
+    reals: usize,
+}
+
+impl SpeciesRec {
+    fn decode(spec: &[u8], s: usize) -> Option<Self> {
+        let b = s.checked_mul(SPECIES_RECORD)?;
+        let f = |k: usize| u32_at(spec, b + 4 * k).map(|x| x as usize);
+        Some(SpeciesRec {
+            z: u32_at(spec, b)?,
+            n_features: f(1)?,
+            group_start: f(2)?,
+            group_count: f(3)?,
+            layer_start: f(4)?,
+            layer_count: f(5)?,
+            reals: f(6)?,
+        })
+    }
+}
+
+/// The system to compute: positions (Å), species indices of the model (see
+/// [`Model::species_index`]), and an optional cell (`None`: open boundaries).
+#[derive(Clone, Copy, Debug)]
+pub struct System<'a, T> {
+    /// Cartesian positions, Å.
+    pub positions: &'a [[T; 3]],
+    /// Species index of each atom.
+    pub species: &'a [u8],
+    /// The cell and its periodicity; `None` for a molecule in vacuum.
+    pub cell: Option<Cell<T>>,
+}
+
+/// Caller-owned outputs. Forces are overwritten (eV/Å); per-atom energies too (eV).
+pub struct Outputs<'o, T> {
+    /// Forces, one per atom; `None` computes the energy only (faster, no virial).
+    pub forces: Option<&'o mut [[T; 3]]>,
+    /// Per-atom energies; `None` to skip.
+    pub energies: Option<&'o mut [T]>,
+}
+
+/// Scalar results of [`Model::compute`].
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Results {
+    /// Total energy, eV, accumulated in f64.
+    pub energy: f64,
+    /// Virial W = Σ_pairs d ⊗ f = −∂E/∂ε (eV), full 3×3, accumulated in f64; zero without forces.
+    /// Sign: W = −V·σ_ASE, so ASE's stress is −W/V ([`Results::stress`]).
+    pub virial: [[f64; 3]; 3],
+}
+
+impl Results {
+    /// The virial in Voigt order xx, yy, zz, yz, xz, xy (ASE's order).
+    pub fn virial_voigt(&self) -> [f64; 6] {
+        let w = &self.virial;
+        [w[0][0], w[1][1], w[2][2], w[1][2], w[0][2], w[0][1]]
+    }
+
+    /// ASE's stress σ = (1/V) ∂E/∂ε = −W/V (eV/Å³), Voigt order xx, yy, zz, yz, xz, xy.
+    pub fn stress(&self, volume: f64) -> [f64; 6] {
+        self.virial_voigt().map(|w| -w / volume)
+    }
+}
+
+/// A compiled potential read in place from a blob.
+#[derive(Clone, Copy, Debug)]
+pub struct Model<'a, T> {
+    sections: Sections<'a>,
+    reals: &'a [T],
+    dims: ModelDims,
+    cutoff: T,
+    energy_scale: f64,
+    energy_shift: f64,
+    scaling: ScalingMode,
+    source_units: [f64; 2],
+}
+
+fn shape(what: &'static str, index: usize) -> BlobError {
+    BlobError::ShapeMismatch { what, index }
+}
+
+fn invalid(what: &'static str, index: usize) -> BlobError {
+    BlobError::InvalidValue { what, index }
+}
+
+impl<'a, T: Real> Model<'a, T> {
+    /// Loads a blob without copying: the blob must store reals of `T`'s size and start at an
+    /// address aligned to it (8 bytes for f64, 4 for f32). Otherwise use
+    /// [`Model::from_blob_in`].
+    pub fn from_blob(bytes: &'a [u8]) -> Result<Self, BlobError> {
+        let sections = blob::parse(bytes)?;
+        if usize::from(sections.float_bytes) != T::BYTES {
+            return Err(BlobError::PrecisionMismatch {
+                blob: sections.float_bytes,
+                requested: T::BYTES as u8,
+            });
+        }
+        let reals = cast_reals::<T>(sections.reals)
+            .ok_or(BlobError::Misaligned { required: T::BYTES })?;
+        Self::validate(sections, reals)
+    }
+
+    /// Loads a blob of any alignment and float kind by decoding its reals into `storage`
+    /// (at least [`Model::reals_needed`] long); everything else is still read in place.
+    pub fn from_blob_in(bytes: &'a [u8], storage: &'a mut [T]) -> Result<Self, BlobError> {
+        let sections = blob::parse(bytes)?;
+        let n = sections.n_reals();
+        let got = storage.len();
+        let dst = storage
+            .get_mut(..n)
+            .ok_or(BlobError::CapacityTooSmall { needed: n, got })?;
+        let width = usize::from(sections.float_bytes);
+        for (d, chunk) in dst.iter_mut().zip(sections.reals.chunks_exact(width)) {
+            *d = T::from_le_slice(chunk).unwrap_or(T::ZERO);
+        }
+        Self::validate(sections, dst)
+    }
+
+    /// Reals the copying loader needs for `bytes` (after checking header and checksum).
+    pub fn reals_needed(bytes: &[u8]) -> Result<usize, BlobError> {
+        Ok(blob::parse(bytes)?.n_reals())
+    }
+
+    fn validate(sections: Sections<'a>, reals: &'a [T]) -> Result<Self, BlobError> {
+        let m = sections.model;
+        if m.len() != MODEL_LEN {
+            return Err(shape("MODL length", 0));
+        }
+        let field = |k: usize| u32_at(m, 4 * k).unwrap_or(0) as usize;
+        let (n_species, n_groups, n_layers, n_index, n_reals) =
+            (field(0), field(1), field(2), field(3), field(4));
+        let scaling_code = field(5) as u32;
+        let globals = field(6);
+        if n_species == 0 || n_species > MAX_SPECIES {
+            return Err(BlobError::TooLarge {
+                what: "species",
+                found: n_species,
+                max: MAX_SPECIES,
+            });
+        }
+        let count_ok = |len: usize, n: usize, rec: usize| n.checked_mul(rec) == Some(len);
+        if !count_ok(sections.species.len(), n_species, SPECIES_RECORD) {
+            return Err(shape("species count", 0));
+        }
+        if !count_ok(sections.groups.len(), n_groups, GROUP_RECORD) {
+            return Err(shape("group count", 0));
+        }
+        if !count_ok(sections.layers.len(), n_layers, LAYER_RECORD) {
+            return Err(shape("layer count", 0));
+        }
+        if !count_ok(sections.index.len(), n_index, 4) {
+            return Err(shape("index count", 0));
+        }
+        if reals.len() != n_reals {
+            return Err(shape("real count", 0));
+        }
+        let scaling = ScalingMode::from_code(scaling_code).ok_or(BlobError::UnknownCode {
+            what: "scaling mode",
+            code: scaling_code,
+        })?;
+        let all_finite = |s: &[T]| s.iter().all(|x| x.is_finite());
+        let g = reals
+            .get(globals..globals.saturating_add(GLOBALS))
+            .ok_or(shape("globals offset", 0))?;
+        if !all_finite(g) {
+            return Err(invalid("globals", 0));
+        }
+        let gv = |k: usize| g.get(k).copied().unwrap_or(T::ZERO);
+        let cutoff = gv(2);
+        if cutoff <= T::ZERO || gv(3) <= T::ZERO || gv(4) <= T::ZERO {
+            return Err(invalid("globals", 0));
+        }
+        let mut dims = ModelDims {
+            n_species,
+            ..ModelDims::default()
+        };
+        let mut zs = [0u32; MAX_SPECIES];
+        for s in 0..n_species {
+            let rec = SpeciesRec::decode(sections.species, s).ok_or(shape("species", s))?;
+            if rec.z == 0 || rec.z > 118 || zs.iter().take(s).any(|&z| z == rec.z) {
+                return Err(invalid("atomic number", s));
+            }
+            if let Some(z) = zs.get_mut(s) {
+                *z = rec.z;
+            }
+            let nf = rec.n_features;
+            if nf == 0 {
+                return Err(shape("feature count", s));
+            }
+            let sr = reals
+                .get(rec.reals..rec.reals.saturating_add(nf.saturating_mul(3).saturating_add(1)))
+                .ok_or(shape("species reals", s))?;
+            if !all_finite(sr) {
+                return Err(invalid("reference energy or scaling", s));
+            }
+            if rec.group_start.saturating_add(rec.group_count) > n_groups {
+                return Err(shape("species groups", s));
+            }
+            Self::validate_groups(&sections, reals, &rec, n_species, cutoff, s)?;
+            if rec.layer_count == 0 || rec.layer_count > MAX_LAYERS {
+                return Err(BlobError::TooLarge {
+                    what: "layers",
+                    found: rec.layer_count,
+                    max: MAX_LAYERS,
+                });
+            }
+            if rec.layer_start.saturating_add(rec.layer_count) > n_layers {
+                return Err(shape("species layers", s));
+            }
+            let mut width = nf;
+            let mut total = 0usize;
+            dims.max_width = dims.max_width.max(nf);
+            for l in rec.layer_start..rec.layer_start + rec.layer_count {
+                let b = l * LAYER_RECORD;
+                let n_in = u32_at(sections.layers, b).unwrap_or(0) as usize;
+                let n_out = u32_at(sections.layers, b + 4).unwrap_or(0) as usize;
+                let act = u8_at(sections.layers, b + 8).unwrap_or(0);
+                let flags = u8_at(sections.layers, b + 9).unwrap_or(0);
+                if n_in != width || n_out == 0 {
+                    return Err(shape("layer width", l));
+                }
+                if Activation::from_code(act).is_none() {
+                    return Err(BlobError::UnknownCode {
+                        what: "activation",
+                        code: act.into(),
+                    });
+                }
+                if flags & !LAYER_NORMALIZE != 0 {
+                    return Err(BlobError::UnknownCode {
+                        what: "layer flags",
+                        code: flags.into(),
+                    });
+                }
+                let layer = decode_layer(sections.layers, reals, l).ok_or(shape("layer reals", l))?;
+                if !all_finite(layer.weights) || !all_finite(layer.biases) {
+                    return Err(invalid("weights", l));
+                }
+                width = n_out;
+                total = total.saturating_add(n_out);
+                dims.max_width = dims.max_width.max(n_out);
+            }
+            if width != 1 {
+                return Err(shape("network output width", s));
+            }
+            dims.max_features = dims.max_features.max(nf);
+            dims.max_network = dims.max_network.max(total);
+        }
+        let model = Model {
+            sections,
+            reals,
+            dims,
+            cutoff,
+            energy_scale: gv(0).to_f64(),
+            energy_shift: gv(1).to_f64(),
+            scaling,
+            source_units: [gv(3).to_f64(), gv(4).to_f64()],
+        };
+        Ok(model)
+    }
+
+    fn validate_groups(
+        sections: &Sections<'a>,
+        reals: &'a [T],
+        rec: &SpeciesRec,
+        n_species: usize,
+        cutoff: T,
+        s: usize,
+    ) -> Result<(), BlobError> {
+        let groups = rec.group_start..rec.group_start + rec.group_count;
+        for gi in groups.clone() {
+            let b = gi * GROUP_RECORD;
+            let code = |k| u8_at(sections.groups, b + k).unwrap_or(0);
+            let kind = DescriptorKind::from_code(code(0)).ok_or(BlobError::UnknownCode {
+                what: "descriptor kind",
+                code: code(0).into(),
+            })?;
+            if CutoffKind::from_code(code(1)).is_none() {
+                return Err(BlobError::UnknownCode {
+                    what: "cutoff function",
+                    code: code(1).into(),
+                });
+            }
+            if usize::from(code(2)) >= n_species
+                || (kind.is_angular() && usize::from(code(3)) >= n_species)
+            {
+                return Err(shape("group species", gi));
+            }
+            let g = Group::decode(sections.groups, sections.index, reals, gi)
+                .ok_or(shape("group extent", gi))?;
+            if g.n == 0 {
+                return Err(shape("group size", gi));
+            }
+            let rc = g.cutoff.rc();
+            let head = reals.get(u32_at(sections.groups, b + 8).unwrap_or(0) as usize..);
+            let alpha = head.and_then(|h| h.get(1)).copied().unwrap_or(T::ONE);
+            if !(rc.is_finite() && rc > T::ZERO && rc <= cutoff) {
+                return Err(invalid("group cutoff radius", gi));
+            }
+            if !(alpha.is_finite() && alpha >= T::ZERO && alpha < T::ONE) {
+                return Err(invalid("group cutoff alpha", gi));
+            }
+            if !g.params.iter().all(|x| x.is_finite()) {
+                return Err(invalid("descriptor parameters", gi));
+            }
+            if g.lane(0).iter().any(|&e| e < T::ZERO) {
+                return Err(invalid("eta", gi));
+            }
+            if kind.is_angular() {
+                if g.lane(2).iter().any(|&z| z < T::ONE) {
+                    return Err(invalid("zeta", gi));
+                }
+                if g.lane(3).iter().any(|&l| l != T::ONE && l != -T::ONE) {
+                    return Err(invalid("lambda", gi));
+                }
+            }
+            if (0..g.n).any(|k| g.feature(k) >= rec.n_features) {
+                return Err(shape("feature index", gi));
+            }
+        }
+        // Each feature must be written by exactly one function.
+        for f in 0..rec.n_features {
+            let mut hits = 0usize;
+            for gi in groups.clone() {
+                if let Some(g) = Group::decode(sections.groups, sections.index, reals, gi) {
+                    hits += (0..g.n).filter(|&k| g.feature(k) == f).count();
+                }
+            }
+            if hits != 1 {
+                return Err(shape("feature coverage", s));
+            }
+        }
+        Ok(())
+    }
+
+    /// Dimensions for sizing a [`Workspace`].
+    pub fn dims(&self) -> ModelDims {
+        self.dims
+    }
+
+    /// Number of species.
+    pub fn n_species(&self) -> usize {
+        self.dims.n_species
+    }
+
+    /// Atomic number of species `s`.
+    pub fn atomic_number(&self, s: usize) -> Option<u8> {
+        let z = SpeciesRec::decode(self.sections.species, s)?.z;
+        u8::try_from(z).ok().filter(|_| s < self.dims.n_species)
+    }
+
+    /// The species index of atomic number `z`.
+    pub fn species_index(&self, z: u8) -> Option<u8> {
+        (0..self.dims.n_species)
+            .find(|&s| self.atomic_number(s) == Some(z))
+            .and_then(|s| u8::try_from(s).ok())
+    }
+
+    /// Features (network inputs) of species `s`.
+    pub fn n_features(&self, s: usize) -> Option<usize> {
+        Some(SpeciesRec::decode(self.sections.species, s)?.n_features)
+    }
+
+    /// The largest cutoff radius, Å.
+    pub fn cutoff(&self) -> T {
+        self.cutoff
+    }
+
+    /// Bytes per real in the blob (4 or 8).
+    pub fn blob_float_bytes(&self) -> u8 {
+        self.sections.float_bytes
+    }
+
+    /// The scaling mode the model was trained with (informational).
+    pub fn scaling_mode(&self) -> ScalingMode {
+        self.scaling
+    }
+
+    /// Units of the source model: length unit in Å and energy unit in eV (the blob itself is
+    /// always in Å and eV).
+    pub fn source_units(&self) -> [f64; 2] {
+        self.source_units
+    }
+
+    /// The provenance text stored in the blob (may be empty).
+    pub fn text(&self) -> &'a str {
+        core::str::from_utf8(self.sections.text).unwrap_or("")
+    }
+
+    fn species(&self, s: usize) -> Result<SpeciesRec, ComputeError> {
+        SpeciesRec::decode(self.sections.species, s)
+            .filter(|_| s < self.dims.n_species)
+            .ok_or(ComputeError::CorruptModel)
+    }
+
+    fn group(&self, g: usize) -> Result<Group<'a, T>, ComputeError> {
+        Group::decode(self.sections.groups, self.sections.index, self.reals, g)
+            .ok_or(ComputeError::CorruptModel)
+    }
+
+    /// Energy, forces, virial and per-atom energies of a system.
+    pub fn compute(
+        &self,
+        system: &System<'_, T>,
+        ws: &mut Workspace<'_, T>,
+        out: &mut Outputs<'_, T>,
+    ) -> Result<Results, ComputeError> {
+        let n = system.positions.len();
+        if system.species.len() != n {
+            return Err(ComputeError::LengthMismatch {
+                what: "species",
+                expected: n,
+                got: system.species.len(),
+            });
+        }
+        if n > ws.atoms {
+            return Err(ComputeError::TooManyAtoms {
+                atoms: n,
+                capacity: ws.atoms,
+            });
+        }
+        let check_len = |what, got: usize| {
+            if got == n {
+                Ok(())
+            } else {
+                Err(ComputeError::LengthMismatch {
+                    what,
+                    expected: n,
+                    got,
+                })
+            }
+        };
+        if let Some(f) = out.forces.as_deref() {
+            check_len("forces", f.len())?;
+        }
+        if let Some(e) = out.energies.as_deref() {
+            check_len("energies", e.len())?;
+        }
+        for (atom, &s) in system.species.iter().enumerate() {
+            if usize::from(s) >= self.dims.n_species {
+                return Err(ComputeError::UnknownSpecies { atom, species: s });
+            }
+        }
+        let Workspace {
+            pos,
+            cell_of,
+            order,
+            cell_start,
+            neighbors,
+            scratch,
+            ..
+        } = ws;
+        let list = CellList::build(
+            system.positions,
+            system.cell.as_ref(),
+            self.cutoff,
+            pos,
+            cell_of,
+            order,
+            cell_start,
+        )?;
+        if let Some(f) = out.forces.as_deref_mut() {
+            for v in f.iter_mut() {
+                *v = [T::ZERO; 3];
+            }
+        }
+        let want_grad = out.forces.is_some();
+        let mut res = Results::default();
+        for (i, &si) in system.species.iter().enumerate() {
+            list.neighbors_of(i, system.species, neighbors)?;
+            let e = self.evaluate(usize::from(si), neighbors, scratch, want_grad)?;
+            res.energy += e;
+            if let Some(es) = out.energies.as_deref_mut().and_then(|es| es.get_mut(i)) {
+                *es = T::from_f64(e);
+            }
+            if let Some(f) = out.forces.as_deref_mut() {
+                scatter(i, neighbors, f, &mut res.virial);
+            }
+        }
+        Ok(res)
+    }
+
+    /// Energy of one atom of species `species` whose neighbours are already in
+    /// `ws.neighbors_mut()` (filled and finished by the caller). With `gradient`, the
+    /// neighbour gradient lanes receive ∂E_i/∂d_j (see [`NeighborSet::gradient`]): the force on
+    /// neighbour atom j is −∂E_i/∂d_j and on the central atom +Σ_j ∂E_i/∂d_j.
+    pub fn atom_energy(
+        &self,
+        species: u8,
+        ws: &mut Workspace<'_, T>,
+        gradient: bool,
+    ) -> Result<f64, ComputeError> {
+        if usize::from(species) >= self.dims.n_species {
+            return Err(ComputeError::UnknownSpecies { atom: 0, species });
+        }
+        self.evaluate(usize::from(species), &mut ws.neighbors, &mut ws.scratch, gradient)
+    }
+
+    /// Raw descriptors G of one atom whose neighbours are in `ws.neighbors_mut()`; returns the
+    /// species' feature vector (also in [`Workspace::features`]).
+    pub fn descriptors<'w>(
+        &self,
+        species: u8,
+        ws: &'w mut Workspace<'_, T>,
+    ) -> Result<&'w [T], ComputeError> {
+        let rec = self.species(usize::from(species))?;
+        self.features(&rec, &mut ws.neighbors, &mut ws.scratch)?;
+        Ok(ws.scratch.g.get(..rec.n_features).unwrap_or(&[]))
+    }
+
+    /// The descriptor Jacobian ∂G_f/∂d_k of one atom: `out[(f·capacity + k)·3 + c]` with
+    /// `capacity` = neighbour slots of the workspace, k the neighbour slot, c the Cartesian
+    /// component. `out` must hold `n_features × capacity × 3` reals; it is overwritten.
+    pub fn descriptor_jacobian(
+        &self,
+        species: u8,
+        ws: &mut Workspace<'_, T>,
+        out: &mut [T],
+    ) -> Result<(), ComputeError> {
+        let rec = self.species(usize::from(species))?;
+        let cap = ws.neighbors.capacity();
+        let needed = rec.n_features * cap * 3;
+        if out.len() < needed {
+            return Err(ComputeError::BufferTooSmall {
+                what: "jacobian",
+                needed,
+                got: out.len(),
+            });
+        }
+        for v in out.iter_mut() {
+            *v = T::ZERO;
+        }
+        let (lanes, mut work) = ws.neighbors.lanes();
+        for gi in rec.group_start..rec.group_start + rec.group_count {
+            let g = self.group(gi)?;
+            let mult = ws.scratch.mult.get_mut(..g.n).ok_or(ComputeError::CorruptModel)?;
+            if g.kind.is_angular() {
+                angular::prefactors(&g, mult);
+            } else {
+                mult.iter_mut().for_each(|m| *m = T::ONE);
+            }
+            let mut sink = JacobianSink {
+                out: &mut *out,
+                capacity: cap,
+                group: &g,
+                j: 0,
+                unit: [T::ZERO; 3],
+                tri: Default::default(),
+            };
+            if g.kind.is_angular() {
+                angular::backprop(&g, &lanes, &mut work, mult, &mut sink);
+            } else {
+                radial::backprop(&g, &lanes, mult, &mut sink);
+            }
+        }
+        Ok(())
+    }
+
+    /// Raw features of one atom into `scratch.g`.
+    fn features(
+        &self,
+        rec: &SpeciesRec,
+        nb: &mut NeighborSet<'_, T>,
+        sc: &mut AtomScratch<'_, T>,
+    ) -> Result<(), ComputeError> {
+        let g_out = sc.g.get_mut(..rec.n_features).ok_or(ComputeError::CorruptModel)?;
+        g_out.iter_mut().for_each(|x| *x = T::ZERO);
+        let (lanes, mut work) = nb.lanes();
+        for gi in rec.group_start..rec.group_start + rec.group_count {
+            let g = self.group(gi)?;
+            let acc = sc.acc.get_mut(..g.n).ok_or(ComputeError::CorruptModel)?;
+            acc.iter_mut().for_each(|x| *x = T::ZERO);
+            if g.kind.is_angular() {
+                angular::values(&g, &lanes, &mut work, acc);
+                let pref = sc.mult.get_mut(..g.n).ok_or(ComputeError::CorruptModel)?;
+                angular::prefactors(&g, pref);
+                acc.iter_mut().zip(pref.iter()).for_each(|(a, &p)| *a *= p);
+            } else {
+                radial::values(&g, &lanes, acc);
+            }
+            for (s, &v) in acc.iter().enumerate() {
+                if let Some(x) = g_out.get_mut(g.feature(s)) {
+                    *x += v;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The per-atom pipeline: features → scaling → network (→ dE/dG → neighbour gradients).
+    fn evaluate(
+        &self,
+        species: usize,
+        nb: &mut NeighborSet<'_, T>,
+        sc: &mut AtomScratch<'_, T>,
+        want_grad: bool,
+    ) -> Result<f64, ComputeError> {
+        let rec = self.species(species)?;
+        let nf = rec.n_features;
+        self.features(&rec, nb, sc)?;
+        // Scaling: G_s = (G − sub)·mul + add, with [e_ref, sub[nf], mul[nf], add[nf]] in reals.
+        let sr = self
+            .reals
+            .get(rec.reals..rec.reals + 1 + 3 * nf)
+            .ok_or(ComputeError::CorruptModel)?;
+        let (e_ref, rest) = sr.split_first().ok_or(ComputeError::CorruptModel)?;
+        let (sub, rest) = rest.split_at_checked(nf).ok_or(ComputeError::CorruptModel)?;
+        let (mul, add) = rest.split_at_checked(nf).ok_or(ComputeError::CorruptModel)?;
+        for ((((gs, &g), &a), &m), &c) in sc.gs.iter_mut().zip(sc.g.iter()).zip(sub).zip(mul).zip(add)
+        {
+            *gs = (g - a) * m + c;
+        }
+        // Forward.
+        let mut off = 0usize;
+        let mut prev_off = 0usize;
+        for (k, l) in (rec.layer_start..rec.layer_start + rec.layer_count).enumerate() {
+            let layer = decode_layer(self.sections.layers, self.reals, l).ok_or(ComputeError::CorruptModel)?;
+            let (done, rest) = sc.y.split_at_mut_checked(off).ok_or(ComputeError::CorruptModel)?;
+            let input: &[T] = if k == 0 {
+                sc.gs.get(..nf).unwrap_or(&[])
+            } else {
+                done.get(prev_off..).unwrap_or(&[])
+            };
+            let outp = rest.get_mut(..layer.n_out).ok_or(ComputeError::CorruptModel)?;
+            let der = sc
+                .deriv
+                .get_mut(off..off + layer.n_out)
+                .ok_or(ComputeError::CorruptModel)?;
+            layer.forward(input, outp, der);
+            prev_off = off;
+            off += layer.n_out;
+        }
+        let nn = sc.y.get(prev_off).copied().ok_or(ComputeError::CorruptModel)?;
+        let energy = self.energy_scale * nn.to_f64() + self.energy_shift + e_ref.to_f64();
+        if !want_grad {
+            return Ok(energy);
+        }
+        // Backward: seed dE/dy_out = energy scale, walk the layers in reverse.
+        let (mut cur, mut next) = (&mut *sc.b1, &mut *sc.b2);
+        if let Some(c) = cur.first_mut() {
+            *c = T::from_f64(self.energy_scale);
+        }
+        let mut end = off;
+        for l in (rec.layer_start..rec.layer_start + rec.layer_count).rev() {
+            let layer = decode_layer(self.sections.layers, self.reals, l).ok_or(ComputeError::CorruptModel)?;
+            let start = end - layer.n_out;
+            let der = sc.deriv.get(start..end).ok_or(ComputeError::CorruptModel)?;
+            let dy = cur.get_mut(..layer.n_out).ok_or(ComputeError::CorruptModel)?;
+            let dx = next.get_mut(..layer.n_in).ok_or(ComputeError::CorruptModel)?;
+            layer.backward(dy, der, dx);
+            core::mem::swap(&mut cur, &mut next);
+            end = start;
+        }
+        // `cur` now holds dE/dG_s; chain through the scaling.
+        for ((d, &g), &m) in sc.dedg.iter_mut().zip(cur.iter()).zip(mul) {
+            *d = g * m;
+        }
+        let (lanes, work) = nb.lanes();
+        let mut sink = WeightedSink::new(work.gx, work.gy, work.gz);
+        let mut cache = crate::neighbors::WorkLanes {
+            gx: &mut [],
+            gy: &mut [],
+            gz: &mut [],
+            fc: work.fc,
+            dfc: work.dfc,
+        };
+        for gi in rec.group_start..rec.group_start + rec.group_count {
+            let g = self.group(gi)?;
+            let mult = sc.mult.get_mut(..g.n).ok_or(ComputeError::CorruptModel)?;
+            if g.kind.is_angular() {
+                angular::prefactors(&g, mult);
+            } else {
+                mult.iter_mut().for_each(|m| *m = T::ONE);
+            }
+            for (s, m) in mult.iter_mut().enumerate() {
+                *m *= sc.dedg.get(g.feature(s)).copied().unwrap_or(T::ZERO);
+            }
+            if g.kind.is_angular() {
+                angular::backprop(&g, &lanes, &mut cache, mult, &mut sink);
+            } else {
+                radial::backprop(&g, &lanes, mult, &mut sink);
+            }
+        }
+        Ok(energy)
+    }
+}
+
+/// Layer `l` viewed in place.
+fn decode_layer<'a, T: Real>(layers: &[u8], reals: &'a [T], l: usize) -> Option<Layer<'a, T>> {
+    let b = l.checked_mul(LAYER_RECORD)?;
+    let n_in = u32_at(layers, b)? as usize;
+    let n_out = u32_at(layers, b + 4)? as usize;
+    let activation = Activation::from_code(u8_at(layers, b + 8)?)?;
+    let flags = u8_at(layers, b + 9)?;
+    let off = u32_at(layers, b + 12)? as usize;
+    let nw = n_in.checked_mul(n_out)?;
+    let weights = reals.get(off..off.checked_add(nw)?)?;
+    let biases = reals.get(off + nw..(off + nw).checked_add(n_out)?)?;
+    let scale = if flags & LAYER_NORMALIZE != 0 {
+        T::ONE / T::from_usize(n_in)
+    } else {
+        T::ONE
+    };
+    Some(Layer {
+        n_in,
+        n_out,
+        activation,
+        scale,
+        weights,
+        biases,
+    })
+}
+
+/// Applies one atom's neighbour gradients: F_j −= g_j, F_i += g_j, W −= d_j ⊗ g_j.
+fn scatter<T: Real>(
+    i: usize,
+    nb: &NeighborSet<'_, T>,
+    forces: &mut [[T; 3]],
+    virial: &mut [[f64; 3]; 3],
+) {
+    let mut fi = [T::ZERO; 3];
+    for k in 0..nb.len() {
+        let g = nb.gradient(k);
+        let d = nb.displacement(k);
+        let j = nb.atom_index(k).unwrap_or(0) as usize;
+        if let Some(fj) = forces.get_mut(j) {
+            fj.iter_mut().zip(g).for_each(|(f, x)| *f -= x);
+        }
+        fi.iter_mut().zip(g).for_each(|(f, x)| *f += x);
+        for (wa, &da) in virial.iter_mut().zip(d.iter()) {
+            for (w, &gb) in wa.iter_mut().zip(g.iter()) {
+                *w -= da.to_f64() * gb.to_f64();
+            }
+        }
+    }
+    if let Some(f) = forces.get_mut(i) {
+        f.iter_mut().zip(fi).for_each(|(f, x)| *f += x);
+    }
+}

@@ -1,0 +1,178 @@
+//! Caller-provided memory for one computation. The core never allocates: the caller hands in one
+//! slice of reals and one of `u32` indices, sized by [`WorkspaceSize::new`], and the workspace
+//! carves them up.
+//!
+//! Bytes needed (R = size of a real: 8 for f64, 4 for f32; N atoms, M neighbour slots per atom,
+//! F = most features of a species, W = most neurons of a layer, S = most neurons of a network):
+//!
+//! | what | reals | `u32` |
+//! |---|---|---|
+//! | per atom (wrapped positions; cell and order) | 3 | 2 |
+//! | per cell (at most N + 27 cells) | — | 1 |
+//! | per neighbour slot (geometry, gradient, cutoff cache, staging) | 12 | 3 |
+//! | per model (features, scaled, dE/dG, two group lanes; activations and derivatives; two back-prop rows) | 5F + 2S + 2W | — |
+//!
+//! So f64 needs 24 + 8 + 4 = 36 bytes per atom and 12·8 + 12 = 108 bytes per neighbour slot;
+//! f32 needs 24 and 60. The full descriptor Jacobian dG/dr is never stored by
+//! [`crate::Model::compute`]. Forces and per-atom energies are the caller's output slices.
+
+use crate::error::ComputeError;
+use crate::math::Real;
+use crate::model::{Model, ModelDims};
+use crate::neighbors::{split, NeighborSet, NEIGHBOR_INDICES, NEIGHBOR_REALS};
+
+/// Extra cells allowed beyond one per atom (a small system still gets a 3×3×3 grid).
+pub const EXTRA_CELLS: usize = 27;
+
+/// Slice lengths a [`Workspace`] needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WorkspaceSize {
+    /// Atoms the workspace holds.
+    pub atoms: usize,
+    /// Neighbour slots per atom.
+    pub neighbors: usize,
+    /// Length of the real slice.
+    pub reals: usize,
+    /// Length of the `u32` slice.
+    pub indices: usize,
+}
+
+impl WorkspaceSize {
+    /// Sizes for a model with dimensions `dims`, `atoms` atoms and `neighbors` slots per atom.
+    pub const fn new(dims: &ModelDims, atoms: usize, neighbors: usize) -> Self {
+        let per_model = 5 * dims.max_features + 2 * dims.max_network + 2 * dims.max_width;
+        WorkspaceSize {
+            atoms,
+            neighbors,
+            reals: 3 * atoms + NEIGHBOR_REALS * neighbors + per_model,
+            indices: 2 * atoms + (atoms + EXTRA_CELLS + 1) + NEIGHBOR_INDICES * neighbors,
+        }
+    }
+
+    /// Total bytes for reals of `real_bytes` each plus the indices.
+    pub const fn bytes(&self, real_bytes: usize) -> usize {
+        self.reals * real_bytes + 4 * self.indices
+    }
+}
+
+/// Per-atom scratch of the network and descriptor stages.
+pub(crate) struct AtomScratch<'w, T> {
+    /// Raw features G.
+    pub g: &'w mut [T],
+    /// Scaled features (network input).
+    pub gs: &'w mut [T],
+    /// dE/dG (raw features).
+    pub dedg: &'w mut [T],
+    /// Per-group value accumulators.
+    pub acc: &'w mut [T],
+    /// Per-group multipliers (back-propagation) or prefactors.
+    pub mult: &'w mut [T],
+    /// Layer outputs, concatenated.
+    pub y: &'w mut [T],
+    /// Activation derivatives, concatenated.
+    pub deriv: &'w mut [T],
+    /// Back-propagation rows.
+    pub b1: &'w mut [T],
+    pub b2: &'w mut [T],
+}
+
+/// Caller memory for [`Model::compute`] and the per-atom calls.
+pub struct Workspace<'w, T> {
+    pub(crate) atoms: usize,
+    pub(crate) pos: &'w mut [T],
+    pub(crate) cell_of: &'w mut [u32],
+    pub(crate) order: &'w mut [u32],
+    pub(crate) cell_start: &'w mut [u32],
+    pub(crate) neighbors: NeighborSet<'w, T>,
+    pub(crate) scratch: AtomScratch<'w, T>,
+}
+
+impl<'w, T: Real> Workspace<'w, T> {
+    /// Carves a workspace for `model`, `atoms` atoms and `neighbors` slots per atom out of
+    /// `reals` and `indices` (lengths from [`WorkspaceSize::new`]; longer slices are fine).
+    pub fn new(
+        model: &Model<'_, T>,
+        atoms: usize,
+        neighbors: usize,
+        reals: &'w mut [T],
+        indices: &'w mut [u32],
+    ) -> Result<Self, ComputeError> {
+        let dims = model.dims();
+        let size = WorkspaceSize::new(&dims, atoms, neighbors);
+        if reals.len() < size.reals {
+            return Err(ComputeError::BufferTooSmall {
+                what: "workspace reals",
+                needed: size.reals,
+                got: reals.len(),
+            });
+        }
+        if indices.len() < size.indices {
+            return Err(ComputeError::BufferTooSmall {
+                what: "workspace indices",
+                needed: size.indices,
+                got: indices.len(),
+            });
+        }
+        let (pos, rest) = split(reals, 3 * atoms);
+        let (nreals, rest) = split(rest, NEIGHBOR_REALS * neighbors);
+        let f = dims.max_features;
+        let (g, rest) = split(rest, f);
+        let (gs, rest) = split(rest, f);
+        let (dedg, rest) = split(rest, f);
+        let (acc, rest) = split(rest, f);
+        let (mult, rest) = split(rest, f);
+        let (y, rest) = split(rest, dims.max_network);
+        let (deriv, rest) = split(rest, dims.max_network);
+        let (b1, rest) = split(rest, dims.max_width);
+        let (b2, _) = split(rest, dims.max_width);
+        let (cell_of, rest) = split(indices, atoms);
+        let (order, rest) = split(rest, atoms);
+        let (cell_start, rest) = split(rest, atoms + EXTRA_CELLS + 1);
+        let (nidx, _) = split(rest, NEIGHBOR_INDICES * neighbors);
+        Ok(Workspace {
+            atoms,
+            pos,
+            cell_of,
+            order,
+            cell_start,
+            neighbors: NeighborSet::new(neighbors, nreals, nidx)?,
+            scratch: AtomScratch {
+                g,
+                gs,
+                dedg,
+                acc,
+                mult,
+                y,
+                deriv,
+                b1,
+                b2,
+            },
+        })
+    }
+
+    /// Atoms this workspace holds.
+    pub fn atoms(&self) -> usize {
+        self.atoms
+    }
+
+    /// The neighbour set, for callers that supply their own neighbour list (e.g. an MD engine
+    /// with ghost atoms) before [`Model::atom_energy`].
+    pub fn neighbors_mut(&mut self) -> &mut NeighborSet<'w, T> {
+        &mut self.neighbors
+    }
+
+    /// The neighbour set of the last evaluated atom.
+    pub fn neighbors(&self) -> &NeighborSet<'w, T> {
+        &self.neighbors
+    }
+
+    /// Raw features of the last evaluated atom (its species' `n_features` leading values).
+    pub fn features(&self) -> &[T] {
+        self.scratch.g
+    }
+
+    /// dE/dG of the last atom evaluated with gradients.
+    pub fn energy_gradient(&self) -> &[T] {
+        self.scratch.dedg
+    }
+}

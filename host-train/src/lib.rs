@@ -1,0 +1,1 @@
+//! mlff host library.
