@@ -139,7 +139,10 @@ fn shaped<T: Real>(kind: CutoffKind, x: T) -> (T, T) {
             }
             (f, -T::TWO * x / (q * q) * f)
         }
-        CutoffKind::Poly1 => ((T::TWO * x - c(3.0)) * x * x + T::ONE, c(6.0) * x * (x - T::ONE)),
+        CutoffKind::Poly1 => (
+            (T::TWO * x - c(3.0)) * x * x + T::ONE,
+            c(6.0) * x * (x - T::ONE),
+        ),
         CutoffKind::Poly2 => {
             let x2 = x * x;
             let xm1 = x - T::ONE;
@@ -204,7 +207,10 @@ mod tests {
                     let (_, d) = c.eval(r);
                     let fd = (fp - fm) / (2.0 * h);
                     // Cos with alpha has a kink at r_ci only in the second derivative.
-                    assert!((fd - d).abs() < 1e-6, "{kind:?} alpha {alpha} r {r}: {fd} vs {d}");
+                    assert!(
+                        (fd - d).abs() < 1e-6,
+                        "{kind:?} alpha {alpha} r {r}: {fd} vs {d}"
+                    );
                 }
             }
         }

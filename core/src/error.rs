@@ -85,7 +85,10 @@ impl fmt::Display for ComputeError {
                 got,
             } => write!(f, "{what}: expected length {expected}, got {got}"),
             ComputeError::UnknownSpecies { atom, species } => {
-                write!(f, "atom {atom} has species index {species} unknown to the model")
+                write!(
+                    f,
+                    "atom {atom} has species index {species} unknown to the model"
+                )
             }
             ComputeError::NonFinitePosition { atom } => {
                 write!(f, "atom {atom} has a NaN or infinite coordinate")

@@ -22,7 +22,12 @@
 // The no-panic lints (Cargo.toml [lints]) guard the library; unit tests may index and unwrap.
 #![cfg_attr(
     test,
-    allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used, clippy::panic)
+    allow(
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic
+    )
 )]
 
 pub mod blob;

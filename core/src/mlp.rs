@@ -230,7 +230,10 @@ mod tests {
                 let h = 1e-6;
                 let fd = (a.eval(x + h).0 - a.eval(x - h).0) / (2.0 * h);
                 let d = a.eval(x).1;
-                assert!((fd - d).abs() < 1e-7 * (1.0 + d.abs()), "{a:?} at {x}: {fd} vs {d}");
+                assert!(
+                    (fd - d).abs() < 1e-7 * (1.0 + d.abs()),
+                    "{a:?} at {x}: {fd} vs {d}"
+                );
             }
         }
     }

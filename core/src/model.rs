@@ -6,8 +6,8 @@ use crate::blob::{MAX_LAYERS, MODEL_LEN, SPECIES_RECORD};
 use crate::bytes::{cast_reals, u32_at, u8_at};
 use crate::cell::Cell;
 use crate::cutoff::CutoffKind;
-use crate::descriptor::{angular, radial, DescriptorKind, Group, JacobianSink, WeightedSink};
 use crate::descriptor::GROUP_RECORD;
+use crate::descriptor::{angular, radial, DescriptorKind, Group, JacobianSink, WeightedSink};
 use crate::error::ComputeError;
 use crate::math::Real;
 use crate::mlp::{Activation, Layer};
@@ -132,8 +132,8 @@ impl<'a, T: Real> Model<'a, T> {
                 requested: T::BYTES as u8,
             });
         }
-        let reals = cast_reals::<T>(sections.reals)
-            .ok_or(BlobError::Misaligned { required: T::BYTES })?;
+        let reals =
+            cast_reals::<T>(sections.reals).ok_or(BlobError::Misaligned { required: T::BYTES })?;
         Self::validate(sections, reals)
     }
 
@@ -225,7 +225,12 @@ impl<'a, T: Real> Model<'a, T> {
                 return Err(shape("feature count", s));
             }
             let sr = reals
-                .get(rec.reals..rec.reals.saturating_add(nf.saturating_mul(3).saturating_add(1)))
+                .get(
+                    rec.reals
+                        ..rec
+                            .reals
+                            .saturating_add(nf.saturating_mul(3).saturating_add(1)),
+                )
                 .ok_or(shape("species reals", s))?;
             if !all_finite(sr) {
                 return Err(invalid("reference energy or scaling", s));
@@ -268,7 +273,8 @@ impl<'a, T: Real> Model<'a, T> {
                         code: flags.into(),
                     });
                 }
-                let layer = decode_layer(sections.layers, reals, l).ok_or(shape("layer reals", l))?;
+                let layer =
+                    decode_layer(sections.layers, reals, l).ok_or(shape("layer reals", l))?;
                 if !all_finite(layer.weights) || !all_finite(layer.biases) {
                     return Err(invalid("weights", l));
                 }
@@ -442,19 +448,7 @@ impl<'a, T: Real> Model<'a, T> {
         out: &mut Outputs<'_, T>,
     ) -> Result<Results, ComputeError> {
         let n = system.positions.len();
-        if system.species.len() != n {
-            return Err(ComputeError::LengthMismatch {
-                what: "species",
-                expected: n,
-                got: system.species.len(),
-            });
-        }
-        if n > ws.atoms {
-            return Err(ComputeError::TooManyAtoms {
-                atoms: n,
-                capacity: ws.atoms,
-            });
-        }
+        self.check_system(system, ws)?;
         let check_len = |what, got: usize| {
             if got == n {
                 Ok(())
@@ -471,11 +465,6 @@ impl<'a, T: Real> Model<'a, T> {
         }
         if let Some(e) = out.energies.as_deref() {
             check_len("energies", e.len())?;
-        }
-        for (atom, &s) in system.species.iter().enumerate() {
-            if usize::from(s) >= self.dims.n_species {
-                return Err(ComputeError::UnknownSpecies { atom, species: s });
-            }
         }
         let Workspace {
             pos,
@@ -516,45 +505,104 @@ impl<'a, T: Real> Model<'a, T> {
         Ok(res)
     }
 
-    /// Energy of one atom of species `species` whose neighbours are already in
-    /// `ws.neighbors_mut()` (filled and finished by the caller). With `gradient`, the
-    /// neighbour gradient lanes receive ∂E_i/∂d_j (see [`NeighborSet::gradient`]): the force on
-    /// neighbour atom j is −∂E_i/∂d_j and on the central atom +Σ_j ∂E_i/∂d_j.
-    pub fn atom_energy(
+    /// Checks lengths, species and capacity of a system against a workspace.
+    fn check_system(
         &self,
-        species: u8,
+        system: &System<'_, T>,
+        ws: &Workspace<'_, T>,
+    ) -> Result<(), ComputeError> {
+        let n = system.positions.len();
+        if system.species.len() != n {
+            return Err(ComputeError::LengthMismatch {
+                what: "species",
+                expected: n,
+                got: system.species.len(),
+            });
+        }
+        if n > ws.atoms {
+            return Err(ComputeError::TooManyAtoms {
+                atoms: n,
+                capacity: ws.atoms,
+            });
+        }
+        for (atom, &s) in system.species.iter().enumerate() {
+            if usize::from(s) >= self.dims.n_species {
+                return Err(ComputeError::UnknownSpecies { atom, species: s });
+            }
+        }
+        Ok(())
+    }
+
+    /// Visits every atom of `system` with its neighbours found, for per-atom work beyond
+    /// energy and forces: descriptors, their Jacobian (training), per-atom gradients.
+    pub fn for_each_atom<E: From<ComputeError>>(
+        &self,
+        system: &System<'_, T>,
         ws: &mut Workspace<'_, T>,
-        gradient: bool,
-    ) -> Result<f64, ComputeError> {
+        mut visit: impl FnMut(&mut AtomView<'_, '_, 'a, T>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.check_system(system, ws)?;
+        let Workspace {
+            pos,
+            cell_of,
+            order,
+            cell_start,
+            neighbors,
+            scratch,
+            ..
+        } = ws;
+        let list = CellList::build(
+            system.positions,
+            system.cell.as_ref(),
+            self.cutoff,
+            pos,
+            cell_of,
+            order,
+            cell_start,
+        )?;
+        for (i, &si) in system.species.iter().enumerate() {
+            list.neighbors_of(i, system.species, neighbors)?;
+            let mut view = AtomView {
+                model: self,
+                nb: neighbors,
+                sc: scratch,
+                index: i,
+                species: si,
+            };
+            visit(&mut view)?;
+        }
+        Ok(())
+    }
+
+    /// A view of the atom whose neighbours the caller has put in `ws.neighbors_mut()` (for MD
+    /// engines that bring their own neighbour list, ghost atoms included).
+    pub fn atom<'x, 'w>(
+        &'x self,
+        species: u8,
+        ws: &'x mut Workspace<'w, T>,
+    ) -> Result<AtomView<'x, 'w, 'a, T>, ComputeError> {
         if usize::from(species) >= self.dims.n_species {
             return Err(ComputeError::UnknownSpecies { atom: 0, species });
         }
-        self.evaluate(usize::from(species), &mut ws.neighbors, &mut ws.scratch, gradient)
+        Ok(AtomView {
+            model: self,
+            nb: &mut ws.neighbors,
+            sc: &mut ws.scratch,
+            index: 0,
+            species,
+        })
     }
 
-    /// Raw descriptors G of one atom whose neighbours are in `ws.neighbors_mut()`; returns the
-    /// species' feature vector (also in [`Workspace::features`]).
-    pub fn descriptors<'w>(
+    /// Full descriptor Jacobian of one atom (see [`AtomView::jacobian`]).
+    fn jacobian(
         &self,
         species: u8,
-        ws: &'w mut Workspace<'_, T>,
-    ) -> Result<&'w [T], ComputeError> {
-        let rec = self.species(usize::from(species))?;
-        self.features(&rec, &mut ws.neighbors, &mut ws.scratch)?;
-        Ok(ws.scratch.g.get(..rec.n_features).unwrap_or(&[]))
-    }
-
-    /// The descriptor Jacobian ∂G_f/∂d_k of one atom: `out[(f·capacity + k)·3 + c]` with
-    /// `capacity` = neighbour slots of the workspace, k the neighbour slot, c the Cartesian
-    /// component. `out` must hold `n_features × capacity × 3` reals; it is overwritten.
-    pub fn descriptor_jacobian(
-        &self,
-        species: u8,
-        ws: &mut Workspace<'_, T>,
+        nb: &mut NeighborSet<'_, T>,
+        sc: &mut AtomScratch<'_, T>,
         out: &mut [T],
     ) -> Result<(), ComputeError> {
         let rec = self.species(usize::from(species))?;
-        let cap = ws.neighbors.capacity();
+        let cap = nb.capacity();
         let needed = rec.n_features * cap * 3;
         if out.len() < needed {
             return Err(ComputeError::BufferTooSmall {
@@ -566,10 +614,10 @@ impl<'a, T: Real> Model<'a, T> {
         for v in out.iter_mut() {
             *v = T::ZERO;
         }
-        let (lanes, mut work) = ws.neighbors.lanes();
+        let (lanes, mut work) = nb.lanes();
         for gi in rec.group_start..rec.group_start + rec.group_count {
             let g = self.group(gi)?;
-            let mult = ws.scratch.mult.get_mut(..g.n).ok_or(ComputeError::CorruptModel)?;
+            let mult = sc.mult.get_mut(..g.n).ok_or(ComputeError::CorruptModel)?;
             if g.kind.is_angular() {
                 angular::prefactors(&g, mult);
             } else {
@@ -599,7 +647,9 @@ impl<'a, T: Real> Model<'a, T> {
         nb: &mut NeighborSet<'_, T>,
         sc: &mut AtomScratch<'_, T>,
     ) -> Result<(), ComputeError> {
-        let g_out = sc.g.get_mut(..rec.n_features).ok_or(ComputeError::CorruptModel)?;
+        let g_out =
+            sc.g.get_mut(..rec.n_features)
+                .ok_or(ComputeError::CorruptModel)?;
         g_out.iter_mut().for_each(|x| *x = T::ZERO);
         let (lanes, mut work) = nb.lanes();
         for gi in rec.group_start..rec.group_start + rec.group_count {
@@ -640,9 +690,14 @@ impl<'a, T: Real> Model<'a, T> {
             .get(rec.reals..rec.reals + 1 + 3 * nf)
             .ok_or(ComputeError::CorruptModel)?;
         let (e_ref, rest) = sr.split_first().ok_or(ComputeError::CorruptModel)?;
-        let (sub, rest) = rest.split_at_checked(nf).ok_or(ComputeError::CorruptModel)?;
-        let (mul, add) = rest.split_at_checked(nf).ok_or(ComputeError::CorruptModel)?;
-        for ((((gs, &g), &a), &m), &c) in sc.gs.iter_mut().zip(sc.g.iter()).zip(sub).zip(mul).zip(add)
+        let (sub, rest) = rest
+            .split_at_checked(nf)
+            .ok_or(ComputeError::CorruptModel)?;
+        let (mul, add) = rest
+            .split_at_checked(nf)
+            .ok_or(ComputeError::CorruptModel)?;
+        for ((((gs, &g), &a), &m), &c) in
+            sc.gs.iter_mut().zip(sc.g.iter()).zip(sub).zip(mul).zip(add)
         {
             *gs = (g - a) * m + c;
         }
@@ -650,14 +705,19 @@ impl<'a, T: Real> Model<'a, T> {
         let mut off = 0usize;
         let mut prev_off = 0usize;
         for (k, l) in (rec.layer_start..rec.layer_start + rec.layer_count).enumerate() {
-            let layer = decode_layer(self.sections.layers, self.reals, l).ok_or(ComputeError::CorruptModel)?;
-            let (done, rest) = sc.y.split_at_mut_checked(off).ok_or(ComputeError::CorruptModel)?;
+            let layer = decode_layer(self.sections.layers, self.reals, l)
+                .ok_or(ComputeError::CorruptModel)?;
+            let (done, rest) =
+                sc.y.split_at_mut_checked(off)
+                    .ok_or(ComputeError::CorruptModel)?;
             let input: &[T] = if k == 0 {
                 sc.gs.get(..nf).unwrap_or(&[])
             } else {
                 done.get(prev_off..).unwrap_or(&[])
             };
-            let outp = rest.get_mut(..layer.n_out).ok_or(ComputeError::CorruptModel)?;
+            let outp = rest
+                .get_mut(..layer.n_out)
+                .ok_or(ComputeError::CorruptModel)?;
             let der = sc
                 .deriv
                 .get_mut(off..off + layer.n_out)
@@ -666,7 +726,10 @@ impl<'a, T: Real> Model<'a, T> {
             prev_off = off;
             off += layer.n_out;
         }
-        let nn = sc.y.get(prev_off).copied().ok_or(ComputeError::CorruptModel)?;
+        let nn =
+            sc.y.get(prev_off)
+                .copied()
+                .ok_or(ComputeError::CorruptModel)?;
         let energy = self.energy_scale * nn.to_f64() + self.energy_shift + e_ref.to_f64();
         if !want_grad {
             return Ok(energy);
@@ -678,11 +741,16 @@ impl<'a, T: Real> Model<'a, T> {
         }
         let mut end = off;
         for l in (rec.layer_start..rec.layer_start + rec.layer_count).rev() {
-            let layer = decode_layer(self.sections.layers, self.reals, l).ok_or(ComputeError::CorruptModel)?;
+            let layer = decode_layer(self.sections.layers, self.reals, l)
+                .ok_or(ComputeError::CorruptModel)?;
             let start = end - layer.n_out;
             let der = sc.deriv.get(start..end).ok_or(ComputeError::CorruptModel)?;
-            let dy = cur.get_mut(..layer.n_out).ok_or(ComputeError::CorruptModel)?;
-            let dx = next.get_mut(..layer.n_in).ok_or(ComputeError::CorruptModel)?;
+            let dy = cur
+                .get_mut(..layer.n_out)
+                .ok_or(ComputeError::CorruptModel)?;
+            let dx = next
+                .get_mut(..layer.n_in)
+                .ok_or(ComputeError::CorruptModel)?;
             layer.backward(dy, der, dx);
             core::mem::swap(&mut cur, &mut next);
             end = start;
@@ -718,6 +786,56 @@ impl<'a, T: Real> Model<'a, T> {
             }
         }
         Ok(energy)
+    }
+}
+
+/// One atom with its neighbours found: per-atom descriptors, Jacobian and energy.
+pub struct AtomView<'x, 'w, 'a, T> {
+    model: &'x Model<'a, T>,
+    nb: &'x mut NeighborSet<'w, T>,
+    sc: &'x mut AtomScratch<'w, T>,
+    /// Index of the atom in the system (0 for [`Model::atom`]).
+    pub index: usize,
+    /// Its species index.
+    pub species: u8,
+}
+
+impl<'w, 'a, T: Real> AtomView<'_, 'w, 'a, T> {
+    /// The neighbours (sorted by species; after [`AtomView::energy`] with gradients, their
+    /// gradient lanes hold ∂E_i/∂d_j).
+    pub fn neighbors(&self) -> &NeighborSet<'w, T> {
+        self.nb
+    }
+
+    /// Raw descriptors G of this atom (its species' feature vector).
+    pub fn descriptors(&mut self) -> Result<&[T], ComputeError> {
+        let rec = self.model.species(usize::from(self.species))?;
+        self.model.features(&rec, self.nb, self.sc)?;
+        Ok(self.sc.g.get(..rec.n_features).unwrap_or(&[]))
+    }
+
+    /// The atomic energy E_i (eV). With `gradient`, also dE_i/dG (see
+    /// [`AtomView::energy_gradient`]) and ∂E_i/∂d_j in the neighbour gradient lanes: the force on
+    /// neighbour atom j is −∂E_i/∂d_j and on the central atom +Σ_j ∂E_i/∂d_j.
+    pub fn energy(&mut self, gradient: bool) -> Result<f64, ComputeError> {
+        self.model
+            .evaluate(usize::from(self.species), self.nb, self.sc, gradient)
+    }
+
+    /// dE_i/dG (raw features) from the last [`AtomView::energy`] with gradients.
+    pub fn energy_gradient(&self) -> &[T] {
+        let nf = self
+            .model
+            .n_features(usize::from(self.species))
+            .unwrap_or(0);
+        self.sc.dedg.get(..nf).unwrap_or(&[])
+    }
+
+    /// The descriptor Jacobian ∂G_f/∂d_k: `out[(f·capacity + k)·3 + c]` with `capacity` the
+    /// neighbour slots of the workspace, k the neighbour slot and c the Cartesian component.
+    /// `out` must hold `n_features × capacity × 3` reals; it is overwritten.
+    pub fn jacobian(&mut self, out: &mut [T]) -> Result<(), ComputeError> {
+        self.model.jacobian(self.species, self.nb, self.sc, out)
     }
 }
 

@@ -309,7 +309,10 @@ impl<'w, T: Real> CellList<'w, T> {
                 let s = dot(*rk, *p);
                 if periodic {
                     let f = s.floor();
-                    wrapped.iter_mut().zip(vk).for_each(|(wc, &vc)| *wc -= f * vc);
+                    wrapped
+                        .iter_mut()
+                        .zip(vk)
+                        .for_each(|(wc, &vc)| *wc -= f * vc);
                 } else {
                     *l = l.min(s);
                     *h = h.max(s);
@@ -356,7 +359,11 @@ impl<'w, T: Real> CellList<'w, T> {
             let bin_width = at3(&width, k) / T::from_usize(nk);
             if bin_width > T::ZERO {
                 let m = (rc / bin_width).to_f64();
-                let m = if m.is_finite() { libm::ceil(m).min(1e6) as usize } else { 1 };
+                let m = if m.is_finite() {
+                    libm::ceil(m).min(1e6) as usize
+                } else {
+                    1
+                };
                 if periodic {
                     m.max(1)
                 } else {
@@ -395,7 +402,8 @@ impl<'w, T: Real> CellList<'w, T> {
     #[inline]
     fn coords(&self, p: [T; 3]) -> [usize; 3] {
         core::array::from_fn(|k| {
-            let s = (dot(axis_of(&self.recip, k), p) - at3(&self.origin, k)) * at3(&self.inv_bin, k);
+            let s =
+                (dot(axis_of(&self.recip, k), p) - at3(&self.origin, k)) * at3(&self.inv_bin, k);
             let f = s.floor().to_f64();
             let top = self.n.get(k).copied().unwrap_or(1) - 1;
             // Rounding can put a wrapped coordinate at exactly 1.0 (or the top of an open axis):
@@ -483,8 +491,9 @@ impl<'w, T: Real> CellList<'w, T> {
                         continue;
                     };
                     let [va, vb, vc] = v;
-                    let shift: [T; 3] =
-                        core::array::from_fn(|x| sa * at3(&va, x) + sb * at3(&vb, x) + sc * at3(&vc, x));
+                    let shift: [T; 3] = core::array::from_fn(|x| {
+                        sa * at3(&va, x) + sb * at3(&vb, x) + sc * at3(&vc, x)
+                    });
                     let zero_shift = sa == T::ZERO && sb == T::ZERO && sc == T::ZERO;
                     let id = (a * nb + b) * nc + c;
                     let lo = self.cell_start.get(id).copied().unwrap_or(0) as usize;

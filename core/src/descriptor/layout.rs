@@ -33,7 +33,13 @@ pub const fn radial_offset(s: usize, r: usize) -> usize {
 /// Start of the angular block of the unordered species pair {a, b} in a generated layout with
 /// `n_species` species, `r` radial functions per species and `a_per_pair` angular functions per
 /// pair.
-pub const fn angular_offset(a: usize, b: usize, n_species: usize, r: usize, a_per_pair: usize) -> usize {
+pub const fn angular_offset(
+    a: usize,
+    b: usize,
+    n_species: usize,
+    r: usize,
+    a_per_pair: usize,
+) -> usize {
     let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
     let pair = lo * n_species - (lo * lo.saturating_sub(1)) / 2 + (hi - lo);
     n_species * r + pair * a_per_pair

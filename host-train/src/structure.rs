@@ -1,0 +1,209 @@
+//! Atomic structures in host memory, and the n2p2 `input.data` reader.
+//!
+//! The extended-XYZ reader and a hardened `input.data` path with streaming come with the I/O
+//! work; this reader is complete for the format (several structures per file, optional lattice,
+//! leading whitespace) and reports errors with file and line.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+
+/// One structure. Units as in the file unless converted by the caller.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Structure {
+    /// Free comment.
+    pub comment: String,
+    /// Lattice vectors as rows, if periodic.
+    pub lattice: Option<[[f64; 3]; 3]>,
+    /// Element symbols.
+    pub symbols: Vec<String>,
+    /// Cartesian positions.
+    pub positions: Vec<[f64; 3]>,
+    /// Reference forces, if given.
+    pub forces: Vec<[f64; 3]>,
+    /// Reference energy, if given.
+    pub energy: Option<f64>,
+}
+
+impl Structure {
+    /// Multiplies positions and lattice by `factor` (e.g. Bohr → Å), forces by `1/factor` times
+    /// `energy_factor`, and the energy by `energy_factor`.
+    pub fn convert_units(&mut self, length: f64, energy: f64) {
+        for p in &mut self.positions {
+            p.iter_mut().for_each(|x| *x *= length);
+        }
+        if let Some(l) = &mut self.lattice {
+            l.iter_mut().flatten().for_each(|x| *x *= length);
+        }
+        for f in &mut self.forces {
+            f.iter_mut().for_each(|x| *x *= energy / length);
+        }
+        if let Some(e) = &mut self.energy {
+            *e *= energy;
+        }
+    }
+}
+
+fn num(tok: Option<&str>, file: &str, line: usize, field: &str) -> Result<f64> {
+    let t = tok.with_context(|| format!("{file}:{line}: missing field `{field}`"))?;
+    let v: f64 = t
+        .parse()
+        .with_context(|| format!("{file}:{line}: field `{field}` is not a number: {t:?}"))?;
+    if !v.is_finite() {
+        bail!("{file}:{line}: field `{field}` is not finite: {t:?}");
+    }
+    Ok(v)
+}
+
+/// Parses n2p2 `input.data` text; `file` names the source in errors.
+pub fn parse_input_data(text: &str, file: &str) -> Result<Vec<Structure>> {
+    let mut out = Vec::new();
+    let mut cur: Option<(Structure, Vec<[f64; 3]>, usize)> = None;
+    for (k, raw) in text.lines().enumerate() {
+        let line = k + 1;
+        let mut tok = raw.split_whitespace();
+        let Some(key) = tok.next() else { continue };
+        match key {
+            "begin" => {
+                if cur.is_some() {
+                    bail!("{file}:{line}: `begin` inside a structure (missing `end`)");
+                }
+                cur = Some((Structure::default(), Vec::new(), line));
+            }
+            "end" => {
+                let Some((mut s, lat, start)) = cur.take() else {
+                    bail!("{file}:{line}: `end` without `begin`");
+                };
+                match lat.len() {
+                    0 => {}
+                    3 => s.lattice = Some([lat[0], lat[1], lat[2]]),
+                    n => bail!("{file}:{start}: structure has {n} lattice lines (need 0 or 3)"),
+                }
+                if s.positions.is_empty() {
+                    bail!("{file}:{start}: structure has no atoms");
+                }
+                out.push(s);
+            }
+            _ => {
+                let Some((s, lat, _)) = cur.as_mut() else {
+                    bail!("{file}:{line}: `{key}` outside begin/end");
+                };
+                match key {
+                    "comment" => {
+                        s.comment = raw
+                            .trim_start()
+                            .trim_start_matches("comment")
+                            .trim()
+                            .to_string()
+                    }
+                    "lattice" => {
+                        let mut v = [0.0; 3];
+                        for (c, name) in v.iter_mut().zip(["ax", "ay", "az"]) {
+                            *c = num(tok.next(), file, line, name)?;
+                        }
+                        lat.push(v);
+                    }
+                    "atom" => {
+                        let mut p = [0.0; 3];
+                        for (c, name) in p.iter_mut().zip(["x", "y", "z"]) {
+                            *c = num(tok.next(), file, line, name)?;
+                        }
+                        let sym = tok
+                            .next()
+                            .with_context(|| format!("{file}:{line}: missing field `element`"))?;
+                        if crate::elements::atomic_number(sym).is_none() {
+                            bail!("{file}:{line}: unknown element {sym:?}");
+                        }
+                        num(tok.next(), file, line, "charge")?;
+                        num(tok.next(), file, line, "n")?;
+                        let mut f = [0.0; 3];
+                        for (c, name) in f.iter_mut().zip(["fx", "fy", "fz"]) {
+                            *c = num(tok.next(), file, line, name)?;
+                        }
+                        s.symbols.push(sym.to_string());
+                        s.positions.push(p);
+                        s.forces.push(f);
+                    }
+                    "energy" => s.energy = Some(num(tok.next(), file, line, "energy")?),
+                    "charge" => {
+                        num(tok.next(), file, line, "charge")?;
+                    }
+                    other => bail!("{file}:{line}: unknown keyword `{other}`"),
+                }
+            }
+        }
+    }
+    if let Some((_, _, start)) = cur {
+        bail!("{file}:{start}: structure not closed by `end` (file truncated?)");
+    }
+    Ok(out)
+}
+
+/// Reads an n2p2 `input.data` file.
+pub fn read_input_data(path: &Path) -> Result<Vec<Structure>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    parse_input_data(&text, &path.display().to_string())
+}
+
+/// Writes structures in n2p2 `input.data` format.
+pub fn format_input_data(structures: &[Structure]) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    for st in structures {
+        let _ = writeln!(s, "begin");
+        if !st.comment.is_empty() {
+            let _ = writeln!(s, "comment {}", st.comment);
+        }
+        if let Some(l) = st.lattice {
+            for v in l {
+                let _ = writeln!(s, "lattice {:.10} {:.10} {:.10}", v[0], v[1], v[2]);
+            }
+        }
+        for (i, (p, sym)) in st.positions.iter().zip(&st.symbols).enumerate() {
+            let f = st.forces.get(i).copied().unwrap_or([0.0; 3]);
+            let _ = writeln!(
+                s,
+                "atom {:.10} {:.10} {:.10} {sym} 0.0 0.0 {:.10} {:.10} {:.10}",
+                p[0], p[1], p[2], f[0], f[1], f[2]
+            );
+        }
+        let _ = writeln!(s, "energy {:.10}", st.energy.unwrap_or(0.0));
+        let _ = writeln!(s, "charge 0.0");
+        let _ = writeln!(s, "end");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ONE: &str = " begin\ncomment a test\nlattice 5 0 0\nlattice 0 5 0\nlattice 0 0 5\n\
+        atom 0 0 0 O 0 0 0.1 0.2 0.3\natom 1 0 0 H 0 0 0 0 0\nenergy -1.5\ncharge 0\nend\n";
+
+    #[test]
+    fn reads_and_round_trips() {
+        let s = parse_input_data(ONE, "t").unwrap();
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].symbols, ["O", "H"]);
+        assert_eq!(s[0].forces[0], [0.1, 0.2, 0.3]);
+        assert_eq!(s[0].energy, Some(-1.5));
+        assert_eq!(s[0].lattice.unwrap()[1], [0.0, 5.0, 0.0]);
+        let again = parse_input_data(&format_input_data(&s), "t2").unwrap();
+        assert_eq!(again, s);
+    }
+
+    #[test]
+    fn errors_name_file_and_line() {
+        let bad = ONE.replace("atom 1 0 0 H", "atom 1 x 0 H");
+        let e = format!("{:#}", parse_input_data(&bad, "f.data").unwrap_err());
+        assert!(e.contains("f.data:7") && e.contains("`y`"), "{e}");
+        let trunc = &ONE[..ONE.find("energy").unwrap()];
+        let e = format!("{:#}", parse_input_data(trunc, "f.data").unwrap_err());
+        assert!(e.contains("f.data:1") && e.contains("not closed"), "{e}");
+        let short = ONE.replace("0.1 0.2 0.3", "0.1 0.2");
+        let e = format!("{:#}", parse_input_data(&short, "f.data").unwrap_err());
+        assert!(e.contains("f.data:6") && e.contains("`fz`"), "{e}");
+    }
+}
