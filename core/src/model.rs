@@ -146,7 +146,7 @@ impl<'a, T: Real> Model<'a, T> {
         let dst = storage
             .get_mut(..n)
             .ok_or(BlobError::CapacityTooSmall { needed: n, got })?;
-        let width = usize::from(sections.float_bytes);
+        let width = usize::from(sections.float_bytes).max(1);
         for (d, chunk) in dst.iter_mut().zip(sections.reals.chunks_exact(width)) {
             *d = T::from_le_slice(chunk).unwrap_or(T::ZERO);
         }

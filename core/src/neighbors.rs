@@ -538,7 +538,8 @@ impl<'w, T: Real> CellList<'w, T> {
     #[inline(always)]
     fn axis(&self, k: usize, c: usize, off: isize, n: usize) -> Option<(usize, T)> {
         let t = c as isize + off;
-        let n = n as isize;
+        // n ≥ 1 by construction; `max` lets the optimiser drop the divide-by-zero panic path.
+        let n = (n as isize).max(1);
         if self.frame.pbc.get(k).copied().unwrap_or(false) {
             let wrapped = t.rem_euclid(n);
             let shift = t.div_euclid(n);
