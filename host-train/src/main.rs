@@ -239,7 +239,7 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn inspect(path: &PathBuf, json: bool) -> Result<()> {
+fn inspect(path: &std::path::Path, json: bool) -> Result<()> {
     let blob = AlignedBlob::read(path)?;
     let n = Model::<f64>::reals_needed(blob.bytes())
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;

@@ -188,11 +188,11 @@ pub fn generated_set(
     })
 }
 
+/// Positions, species indices and optional cell of a structure, ready for the core.
+pub type SystemArrays = (Vec<[f64; 3]>, Vec<u8>, Option<mlff_core::Cell<f64>>);
+
 /// Core-ready arrays for a structure: positions, species indices of `spec`, optional cell.
-pub fn system_arrays(
-    spec: &ModelSpec,
-    s: &Structure,
-) -> Result<(Vec<[f64; 3]>, Vec<u8>, Option<mlff_core::Cell<f64>>)> {
+pub fn system_arrays(spec: &ModelSpec, s: &Structure) -> Result<SystemArrays> {
     let mut species = Vec::with_capacity(s.symbols.len());
     for (i, sym) in s.symbols.iter().enumerate() {
         let k = spec

@@ -330,7 +330,7 @@ impl ModelSpec {
                         s.symbol
                     );
                 }
-                if !(d.rc.is_finite() && d.rc > 0.0) || !(0.0..1.0).contains(&d.alpha) {
+                if !(d.rc.is_finite() && d.rc > 0.0 && (0.0..1.0).contains(&d.alpha)) {
                     bail!(
                         "species {} descriptor {f}: bad cutoff rc={} alpha={}",
                         s.symbol,

@@ -50,14 +50,31 @@ pub struct Eval {
 
 /// A two-species (H, O) model whose descriptors cover `kinds` with cutoff `cutoff` (alpha
 /// `alpha`), hidden activation `act`, random weights from `seed`.
-pub fn model(kinds: &[KindSpec], cutoff: CutoffSpec, alpha: f64, act: ActivationSpec, seed: u64) -> ModelSpec {
+pub fn model(
+    kinds: &[KindSpec],
+    cutoff: CutoffSpec,
+    alpha: f64,
+    act: ActivationSpec,
+    seed: u64,
+) -> ModelSpec {
     let mut rng = SplitMix64::new(seed);
     let rc = 4.2;
     let mut species = Vec::new();
     for (sym, z) in [("H", 1u8), ("O", 8u8)] {
         let mut d = Vec::new();
         let mut add = |kind, e1, e2, eta: f64, rs: f64, zeta: f64, lambda: f64, rc: f64| {
-            d.push(DescriptorSpec { kind, e1, e2, eta, rs, zeta, lambda, rc, cutoff, alpha })
+            d.push(DescriptorSpec {
+                kind,
+                e1,
+                e2,
+                eta,
+                rs,
+                zeta,
+                lambda,
+                rc,
+                cutoff,
+                alpha,
+            })
         };
         for &kind in kinds {
             match kind {
@@ -80,7 +97,11 @@ pub fn model(kinds: &[KindSpec], cutoff: CutoffSpec, alpha: f64, act: Activation
         }
         let nf = d.len();
         let scaling = (0..nf)
-            .map(|_| Affine { sub: rng.uniform() * 0.3, mul: 0.5 + rng.uniform(), add: rng.symmetric(0.2) })
+            .map(|_| Affine {
+                sub: rng.uniform() * 0.3,
+                mul: 0.5 + rng.uniform(),
+                add: rng.symmetric(0.2),
+            })
             .collect();
         let layers = vec![
             random_layer(nf, 7, act, &mut rng),
@@ -109,7 +130,13 @@ pub fn model(kinds: &[KindSpec], cutoff: CutoffSpec, alpha: f64, act: Activation
 
 /// The default test model: all descriptor kinds, cosine cutoff, tanh.
 pub fn default_model() -> ModelSpec {
-    model(&[KindSpec::G2, KindSpec::G4, KindSpec::G5], CutoffSpec::Cos, 0.0, ActivationSpec::Tanh, 11)
+    model(
+        &[KindSpec::G2, KindSpec::G4, KindSpec::G5],
+        CutoffSpec::Cos,
+        0.0,
+        ActivationSpec::Tanh,
+        11,
+    )
 }
 
 /// Blob bytes of `spec`, aligned.
@@ -123,7 +150,10 @@ pub fn eval_core<T: Real>(bytes: &[u8], s: &Sys) -> Result<Eval, String> {
     let model = match Model::<T>::from_blob(bytes) {
         Ok(m) => m,
         Err(_) => {
-            storage.resize(Model::<T>::reals_needed(bytes).map_err(|e| e.to_string())?, T::ZERO);
+            storage.resize(
+                Model::<T>::reals_needed(bytes).map_err(|e| e.to_string())?,
+                T::ZERO,
+            );
             Model::<T>::from_blob_in(bytes, &mut storage).map_err(|e| e.to_string())?
         }
     };
@@ -134,12 +164,26 @@ pub fn eval_core<T: Real>(bytes: &[u8], s: &Sys) -> Result<Eval, String> {
     let mut idx = vec![0u32; size.indices];
     let mut ws = Workspace::new(&model, n, cap, &mut reals, &mut idx).map_err(|e| e.to_string())?;
     let pos: Vec<[T; 3]> = s.pos.iter().map(|p| p.map(T::from_f64)).collect();
-    let cell = s.cell.map(|c| Cell { vectors: c.vectors.map(|v| v.map(T::from_f64)), pbc: c.pbc });
+    let cell = s.cell.map(|c| Cell {
+        vectors: c.vectors.map(|v| v.map(T::from_f64)),
+        pbc: c.pbc,
+    });
     let mut forces = vec![[T::ZERO; 3]; n];
     let mut energies = vec![T::ZERO; n];
-    let sys = System { positions: &pos, species: &s.species, cell };
+    let sys = System {
+        positions: &pos,
+        species: &s.species,
+        cell,
+    };
     let r: Results = model
-        .compute(&sys, &mut ws, &mut Outputs { forces: Some(&mut forces), energies: Some(&mut energies) })
+        .compute(
+            &sys,
+            &mut ws,
+            &mut Outputs {
+                forces: Some(&mut forces),
+                energies: Some(&mut energies),
+            },
+        )
         .map_err(|e| e.to_string())?;
     Ok(Eval {
         energy: r.energy,
@@ -165,13 +209,21 @@ pub fn cluster(n: usize, l: f64, seed: u64) -> Sys {
         }
     }
     let species = (0..n).map(|i| u8::from(i % 3 == 0)).collect();
-    Sys { pos, species, cell: None }
+    Sys {
+        pos,
+        species,
+        cell: None,
+    }
 }
 
 /// A random periodic triclinic cell (edges ~`l`, smaller than 2·rc when l < 8.4) with `n` atoms.
 pub fn triclinic(n: usize, l: f64, seed: u64) -> Sys {
     let mut s = cluster(n, l * 0.9, seed);
-    let cell = Cell::periodic([[l, 0.0, 0.0], [0.31 * l, 0.93 * l, 0.0], [-0.2 * l, 0.17 * l, 1.05 * l]]);
+    let cell = Cell::periodic([
+        [l, 0.0, 0.0],
+        [0.31 * l, 0.93 * l, 0.0],
+        [-0.2 * l, 0.17 * l, 1.05 * l],
+    ]);
     // Keep minimum image distances sane by rejecting overlaps through the cell.
     s.cell = Some(cell);
     s
@@ -197,10 +249,12 @@ fn cutoff_ref(kind: CutoffSpec, alpha: f64, rc: f64, r: f64) -> f64 {
         CutoffSpec::Exp => shaped(&|x| (1.0 - 1.0 / (1.0 - x * x)).exp()),
         CutoffSpec::Poly1 => shaped(&|x| (2.0 * x - 3.0) * x * x + 1.0),
         CutoffSpec::Poly2 => shaped(&|x| ((15.0 - 6.0 * x) * x - 10.0) * x.powi(3) + 1.0),
-        CutoffSpec::Poly3 => shaped(&|x| (x * (x * (20.0 * x - 70.0) + 84.0) - 35.0) * x.powi(4) + 1.0),
-        CutoffSpec::Poly4 => {
-            shaped(&|x| (x * (x * ((315.0 - 70.0 * x) * x - 540.0) + 420.0) - 126.0) * x.powi(5) + 1.0)
+        CutoffSpec::Poly3 => {
+            shaped(&|x| (x * (x * (20.0 * x - 70.0) + 84.0) - 35.0) * x.powi(4) + 1.0)
         }
+        CutoffSpec::Poly4 => shaped(&|x| {
+            (x * (x * ((315.0 - 70.0 * x) * x - 540.0) + 420.0) - 126.0) * x.powi(5) + 1.0
+        }),
     }
 }
 
@@ -226,11 +280,15 @@ fn act_ref(a: ActivationSpec, x: f64) -> f64 {
 pub fn brute_neighbors(s: &Sys, rc: f64) -> Vec<Vec<(usize, [f64; 3])>> {
     let (vecs, pbc) = match s.cell {
         Some(c) => (c.vectors, c.pbc),
-        None => ([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]], [false; 3]),
+        None => (
+            [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]],
+            [false; 3],
+        ),
     };
     // Image range: rc over the plane spacing, plus the spread of the atoms.
     let vol = |a: [f64; 3], b: [f64; 3], c: [f64; 3]| {
-        a[0] * (b[1] * c[2] - b[2] * c[1]) - a[1] * (b[0] * c[2] - b[2] * c[0]) + a[2] * (b[0] * c[1] - b[1] * c[0])
+        a[0] * (b[1] * c[2] - b[2] * c[1]) - a[1] * (b[0] * c[2] - b[2] * c[0])
+            + a[2] * (b[0] * c[1] - b[1] * c[0])
     };
     let v = vol(vecs[0], vecs[1], vecs[2]).abs();
     let reach: Vec<i64> = (0..3)
@@ -239,7 +297,11 @@ pub fn brute_neighbors(s: &Sys, rc: f64) -> Vec<Vec<(usize, [f64; 3])>> {
                 return 0;
             }
             let (b, c) = (vecs[(k + 1) % 3], vecs[(k + 2) % 3]);
-            let cr = [b[1] * c[2] - b[2] * c[1], b[2] * c[0] - b[0] * c[2], b[0] * c[1] - b[1] * c[0]];
+            let cr = [
+                b[1] * c[2] - b[2] * c[1],
+                b[2] * c[0] - b[0] * c[2],
+                b[0] * c[1] - b[1] * c[0],
+            ];
             let h = v / (cr[0] * cr[0] + cr[1] * cr[1] + cr[2] * cr[2]).sqrt();
             (rc / h).ceil() as i64 + 2
         })
@@ -251,9 +313,17 @@ pub fn brute_neighbors(s: &Sys, rc: f64) -> Vec<Vec<(usize, [f64; 3])>> {
                 for b in -reach[1]..=reach[1] {
                     for c in -reach[2]..=reach[2] {
                         let sh: Vec<f64> = (0..3)
-                            .map(|x| a as f64 * vecs[0][x] + b as f64 * vecs[1][x] + c as f64 * vecs[2][x])
+                            .map(|x| {
+                                a as f64 * vecs[0][x]
+                                    + b as f64 * vecs[1][x]
+                                    + c as f64 * vecs[2][x]
+                            })
                             .collect();
-                        let d = [pj[0] + sh[0] - pi[0], pj[1] + sh[1] - pi[1], pj[2] + sh[2] - pi[2]];
+                        let d = [
+                            pj[0] + sh[0] - pi[0],
+                            pj[1] + sh[1] - pi[1],
+                            pj[2] + sh[2] - pi[2],
+                        ];
                         let r = (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt();
                         if r > 0.0 && r <= rc {
                             out[i].push((usize::from(s.species[j]), d));
@@ -285,7 +355,11 @@ pub fn reference_descriptors(spec: &ModelSpec, s: &Sys) -> Vec<Vec<f64>> {
                             .filter(|(e, _)| *e == d.e1)
                             .map(|(_, v)| {
                                 let r = norm(*v);
-                                if r < d.rc { gauss(r) * fc(r) } else { 0.0 }
+                                if r < d.rc {
+                                    gauss(r) * fc(r)
+                                } else {
+                                    0.0
+                                }
                             })
                             .sum(),
                         _ => {
@@ -294,7 +368,8 @@ pub fn reference_descriptors(spec: &ModelSpec, s: &Sys) -> Vec<Vec<f64>> {
                                 for k in j + 1..nb.len() {
                                     let (ej, vj) = nb[j];
                                     let (ek, vk) = nb[k];
-                                    let pair_ok = (ej == d.e1 && ek == d.e2) || (ej == d.e2 && ek == d.e1);
+                                    let pair_ok =
+                                        (ej == d.e1 && ek == d.e2) || (ej == d.e2 && ek == d.e1);
                                     if !pair_ok {
                                         continue;
                                     }
@@ -302,12 +377,14 @@ pub fn reference_descriptors(spec: &ModelSpec, s: &Sys) -> Vec<Vec<f64>> {
                                     if rij >= d.rc || rik >= d.rc {
                                         continue;
                                     }
-                                    let cos = (vj[0] * vk[0] + vj[1] * vk[1] + vj[2] * vk[2]) / (rij * rik);
+                                    let cos = (vj[0] * vk[0] + vj[1] * vk[1] + vj[2] * vk[2])
+                                        / (rij * rik);
                                     let base = 1.0 + d.lambda * cos;
                                     let p = if base > 0.0 { base.powf(d.zeta) } else { 0.0 };
                                     let mut t = p * gauss(rij) * gauss(rik) * fc(rij) * fc(rik);
                                     if d.kind == KindSpec::G4 {
-                                        let rjk = norm([vk[0] - vj[0], vk[1] - vj[1], vk[2] - vj[2]]);
+                                        let rjk =
+                                            norm([vk[0] - vj[0], vk[1] - vj[1], vk[2] - vj[2]]);
                                         if rjk >= d.rc {
                                             continue;
                                         }
@@ -342,10 +419,17 @@ pub fn reference_energy(spec: &ModelSpec, s: &Sys) -> (f64, Vec<f64>) {
                 })
                 .collect();
             for l in &sp.layers {
-                let s = if l.normalize { 1.0 / l.n_in as f64 } else { 1.0 };
+                let s = if l.normalize {
+                    1.0 / l.n_in as f64
+                } else {
+                    1.0
+                };
                 y = (0..l.n_out)
                     .map(|o| {
-                        let z: f64 = l.biases[o] + (0..l.n_in).map(|i| l.weights[o * l.n_in + i] * y[i]).sum::<f64>();
+                        let z: f64 = l.biases[o]
+                            + (0..l.n_in)
+                                .map(|i| l.weights[o * l.n_in + i] * y[i])
+                                .sum::<f64>();
                         act_ref(l.activation, z * s)
                     })
                     .collect();

@@ -43,9 +43,12 @@ fn round_trip_predicts_what_the_reference_computes() {
     let mut shifted = vec![0u8; b.bytes().len() + 1];
     shifted[1..].copy_from_slice(b.bytes());
     let bytes = &shifted[1..];
-    let aligned = bytes.as_ptr() as usize % 8 == 0;
+    let aligned = bytes.as_ptr().align_offset(8) == 0;
     if !aligned {
-        assert_eq!(Model::<f64>::from_blob(bytes).err(), Some(BlobError::Misaligned { required: 8 }));
+        assert_eq!(
+            Model::<f64>::from_blob(bytes).err(),
+            Some(BlobError::Misaligned { required: 8 })
+        );
     }
     let copied = eval_core::<f64>(bytes, &s).unwrap();
     assert_eq!(copied.energy.to_bits(), zero_copy.energy.to_bits());
@@ -55,10 +58,16 @@ fn round_trip_predicts_what_the_reference_computes() {
     // Precision: zero copy needs matching reals.
     assert_eq!(
         Model::<f32>::from_blob(b.bytes()).err(),
-        Some(BlobError::PrecisionMismatch { blob: 8, requested: 4 })
+        Some(BlobError::PrecisionMismatch {
+            blob: 8,
+            requested: 4
+        })
     );
     let mut small = vec![0.0f64; 3];
-    assert!(matches!(Model::<f64>::from_blob_in(b.bytes(), &mut small), Err(BlobError::CapacityTooSmall { got: 3, .. })));
+    assert!(matches!(
+        Model::<f64>::from_blob_in(b.bytes(), &mut small),
+        Err(BlobError::CapacityTooSmall { got: 3, .. })
+    ));
     let m = Model::<f64>::from_blob(b.bytes()).unwrap();
     assert_eq!(m.text(), "test model");
     assert_eq!(m.species_index(8), Some(1));
@@ -70,8 +79,19 @@ fn every_truncation_is_reported() {
     for p in [Precision::F64, Precision::F32] {
         let b = raw(p);
         for len in 0..b.len() {
-            let want = if len < HEADER_LEN { HEADER_LEN } else { b.len() };
-            assert_eq!(load(&b[..len]), Err(BlobError::Truncated { needed: want, got: len }), "len {len}");
+            let want = if len < HEADER_LEN {
+                HEADER_LEN
+            } else {
+                b.len()
+            };
+            assert_eq!(
+                load(&b[..len]),
+                Err(BlobError::Truncated {
+                    needed: want,
+                    got: len
+                }),
+                "len {len}"
+            );
         }
         assert_eq!(load(&b), Ok(()));
     }
@@ -89,7 +109,10 @@ fn every_single_byte_flip_is_reported() {
                 0..=7 => err == BlobError::BadMagic,
                 8..=9 => matches!(err, BlobError::UnsupportedVersion { .. }),
                 10..=11 => err == BlobError::WrongEndianness,
-                16..=19 => matches!(err, BlobError::Truncated { .. } | BlobError::ChecksumMismatch { .. }),
+                16..=19 => matches!(
+                    err,
+                    BlobError::Truncated { .. } | BlobError::ChecksumMismatch { .. }
+                ),
                 _ => matches!(err, BlobError::ChecksumMismatch { .. }),
             };
             assert!(ok, "byte {i} ^ {mask:#x}: {err:?}");
@@ -107,28 +130,157 @@ fn structural_damage_behind_a_valid_checksum_gets_named_errors() {
     let (real, real_len) = section(&b, blob::tag::REALS);
     let group_reals = u32::from_le_bytes(b[grps + 8..grps + 12].try_into().unwrap()) as usize;
     let layer_reals = u32::from_le_bytes(b[layr + 12..layr + 16].try_into().unwrap()) as usize;
-    let put_f64 = move |c: &mut Vec<u8>, k: usize, x: f64| c[real + 8 * k..real + 8 * k + 8].copy_from_slice(&x.to_le_bytes());
+    let put_f64 = move |c: &mut Vec<u8>, k: usize, x: f64| {
+        c[real + 8 * k..real + 8 * k + 8].copy_from_slice(&x.to_le_bytes())
+    };
     type Edit = Box<dyn Fn(&mut Vec<u8>)>;
     let cases: Vec<(&str, Edit, BlobError)> = vec![
-        ("float kind", Box::new(|c| c[12] = 3), BlobError::UnsupportedFloat { bytes: 3 }),
-        ("no species", Box::new(move |c| c[modl..modl + 4].copy_from_slice(&0u32.to_le_bytes())), BlobError::TooLarge { what: "species", found: 0, max: 16 }),
-        ("descriptor kind", Box::new(move |c| c[grps] = 5), BlobError::UnknownCode { what: "descriptor kind", code: 5 }),
-        ("cutoff code", Box::new(move |c| c[grps + 1] = 42), BlobError::UnknownCode { what: "cutoff function", code: 42 }),
-        ("group species", Box::new(move |c| c[grps + 2] = 9), BlobError::ShapeMismatch { what: "group species", index: 0 }),
-        ("activation", Box::new(move |c| c[layr + 8] = 99), BlobError::UnknownCode { what: "activation", code: 99 }),
-        ("layer flags", Box::new(move |c| c[layr + 9] = 6), BlobError::UnknownCode { what: "layer flags", code: 6 }),
-        ("layer width", Box::new(move |c| c[layr..layr + 4].copy_from_slice(&7u32.to_le_bytes())), BlobError::ShapeMismatch { what: "layer width", index: 0 }),
-        ("NaN weight", Box::new(move |c| put_f64(c, layer_reals, f64::NAN)), BlobError::InvalidValue { what: "weights", index: 0 }),
-        ("negative cutoff", Box::new(move |c| put_f64(c, group_reals, -1.0)), BlobError::InvalidValue { what: "group cutoff radius", index: 0 }),
-        ("alpha 1", Box::new(move |c| put_f64(c, group_reals + 1, 1.0)), BlobError::InvalidValue { what: "group cutoff alpha", index: 0 }),
-        ("infinite eta", Box::new(move |c| put_f64(c, group_reals + 2, f64::INFINITY)), BlobError::InvalidValue { what: "descriptor parameters", index: 0 }),
-        ("duplicate feature", Box::new(move |c| c[indx..indx + 4].copy_from_slice(&1u32.to_le_bytes())), BlobError::ShapeMismatch { what: "feature coverage", index: 0 }),
-        ("feature index", Box::new(move |c| c[indx..indx + 4].copy_from_slice(&999u32.to_le_bytes())), BlobError::ShapeMismatch { what: "feature index", index: 0 }),
-        ("missing section", Box::new(|c| c[HEADER_LEN..HEADER_LEN + 4].copy_from_slice(b"XXXX")), BlobError::MissingSection { tag: *b"MODL" }),
-        ("duplicate section", Box::new(|c| c[HEADER_LEN + 16..HEADER_LEN + 20].copy_from_slice(b"MODL")), BlobError::DuplicateSection { tag: *b"MODL" }),
-        ("section bounds", Box::new(|c| c[HEADER_LEN + 8..HEADER_LEN + 12].copy_from_slice(&u32::MAX.to_le_bytes())), BlobError::BadSection { tag: *b"MODL" }),
-        ("section count", Box::new(|c| c[20..24].copy_from_slice(&1_000_000u32.to_le_bytes())), BlobError::ShapeMismatch { what: "section count", index: 0 }),
-        ("real count", Box::new(move |c| { let n = (real_len / 8 + 1) as u32; c[modl + 16..modl + 20].copy_from_slice(&n.to_le_bytes()); }), BlobError::ShapeMismatch { what: "real count", index: 0 }),
+        (
+            "float kind",
+            Box::new(|c| c[12] = 3),
+            BlobError::UnsupportedFloat { bytes: 3 },
+        ),
+        (
+            "no species",
+            Box::new(move |c| c[modl..modl + 4].copy_from_slice(&0u32.to_le_bytes())),
+            BlobError::TooLarge {
+                what: "species",
+                found: 0,
+                max: 16,
+            },
+        ),
+        (
+            "descriptor kind",
+            Box::new(move |c| c[grps] = 5),
+            BlobError::UnknownCode {
+                what: "descriptor kind",
+                code: 5,
+            },
+        ),
+        (
+            "cutoff code",
+            Box::new(move |c| c[grps + 1] = 42),
+            BlobError::UnknownCode {
+                what: "cutoff function",
+                code: 42,
+            },
+        ),
+        (
+            "group species",
+            Box::new(move |c| c[grps + 2] = 9),
+            BlobError::ShapeMismatch {
+                what: "group species",
+                index: 0,
+            },
+        ),
+        (
+            "activation",
+            Box::new(move |c| c[layr + 8] = 99),
+            BlobError::UnknownCode {
+                what: "activation",
+                code: 99,
+            },
+        ),
+        (
+            "layer flags",
+            Box::new(move |c| c[layr + 9] = 6),
+            BlobError::UnknownCode {
+                what: "layer flags",
+                code: 6,
+            },
+        ),
+        (
+            "layer width",
+            Box::new(move |c| c[layr..layr + 4].copy_from_slice(&7u32.to_le_bytes())),
+            BlobError::ShapeMismatch {
+                what: "layer width",
+                index: 0,
+            },
+        ),
+        (
+            "NaN weight",
+            Box::new(move |c| put_f64(c, layer_reals, f64::NAN)),
+            BlobError::InvalidValue {
+                what: "weights",
+                index: 0,
+            },
+        ),
+        (
+            "negative cutoff",
+            Box::new(move |c| put_f64(c, group_reals, -1.0)),
+            BlobError::InvalidValue {
+                what: "group cutoff radius",
+                index: 0,
+            },
+        ),
+        (
+            "alpha 1",
+            Box::new(move |c| put_f64(c, group_reals + 1, 1.0)),
+            BlobError::InvalidValue {
+                what: "group cutoff alpha",
+                index: 0,
+            },
+        ),
+        (
+            "infinite eta",
+            Box::new(move |c| put_f64(c, group_reals + 2, f64::INFINITY)),
+            BlobError::InvalidValue {
+                what: "descriptor parameters",
+                index: 0,
+            },
+        ),
+        (
+            "duplicate feature",
+            Box::new(move |c| c[indx..indx + 4].copy_from_slice(&1u32.to_le_bytes())),
+            BlobError::ShapeMismatch {
+                what: "feature coverage",
+                index: 0,
+            },
+        ),
+        (
+            "feature index",
+            Box::new(move |c| c[indx..indx + 4].copy_from_slice(&999u32.to_le_bytes())),
+            BlobError::ShapeMismatch {
+                what: "feature index",
+                index: 0,
+            },
+        ),
+        (
+            "missing section",
+            Box::new(|c| c[HEADER_LEN..HEADER_LEN + 4].copy_from_slice(b"XXXX")),
+            BlobError::MissingSection { tag: *b"MODL" },
+        ),
+        (
+            "duplicate section",
+            Box::new(|c| c[HEADER_LEN + 16..HEADER_LEN + 20].copy_from_slice(b"MODL")),
+            BlobError::DuplicateSection { tag: *b"MODL" },
+        ),
+        (
+            "section bounds",
+            Box::new(|c| {
+                c[HEADER_LEN + 8..HEADER_LEN + 12].copy_from_slice(&u32::MAX.to_le_bytes())
+            }),
+            BlobError::BadSection { tag: *b"MODL" },
+        ),
+        (
+            "section count",
+            Box::new(|c| c[20..24].copy_from_slice(&1_000_000u32.to_le_bytes())),
+            BlobError::ShapeMismatch {
+                what: "section count",
+                index: 0,
+            },
+        ),
+        (
+            "real count",
+            Box::new(move |c| {
+                let n = (real_len / 8 + 1) as u32;
+                c[modl + 16..modl + 20].copy_from_slice(&n.to_le_bytes());
+            }),
+            BlobError::ShapeMismatch {
+                what: "real count",
+                index: 0,
+            },
+        ),
     ];
     for (name, edit, want) in cases {
         let mut c = b.clone();
@@ -139,8 +291,10 @@ fn structural_damage_behind_a_valid_checksum_gets_named_errors() {
     // Lambda and zeta live in angular groups: find the first angular group record.
     let n_groups = u32::from_le_bytes(b[modl + 4..modl + 8].try_into().unwrap()) as usize;
     let g = (0..n_groups).find(|g| b[grps + 24 * g] != 2).unwrap();
-    let r0 = u32::from_le_bytes(b[grps + 24 * g + 8..grps + 24 * g + 12].try_into().unwrap()) as usize;
-    let n = u32::from_le_bytes(b[grps + 24 * g + 4..grps + 24 * g + 8].try_into().unwrap()) as usize;
+    let r0 =
+        u32::from_le_bytes(b[grps + 24 * g + 8..grps + 24 * g + 12].try_into().unwrap()) as usize;
+    let n =
+        u32::from_le_bytes(b[grps + 24 * g + 4..grps + 24 * g + 8].try_into().unwrap()) as usize;
     for (lane, x, what) in [(2, 0.5, "zeta"), (3, 0.5, "lambda")] {
         let mut c = b.clone();
         put_f64(&mut c, r0 + 2 + lane * n, x);

@@ -14,7 +14,11 @@ fn force_error(spec: &ModelSpec, s: &Sys) -> f64 {
     let e = eval_core::<f64>(b.bytes(), s).unwrap();
     let h = 1e-5;
     let mut worst: f64 = 0.0;
-    let fmax = e.forces.iter().flatten().fold(0.0f64, |m, x| m.max(x.abs()));
+    let fmax = e
+        .forces
+        .iter()
+        .flatten()
+        .fold(0.0f64, |m, x| m.max(x.abs()));
     assert!(fmax > 1e-3, "forces too small to test: {fmax}");
     for i in 0..s.pos.len() {
         for c in 0..3 {
@@ -46,7 +50,11 @@ fn virial_error(spec: &ModelSpec, s: &Sys) -> f64 {
     let b = blob(spec, Precision::F64);
     let e = eval_core::<f64>(b.bytes(), s).unwrap();
     let h = 1e-6;
-    let wmax = e.virial.iter().flatten().fold(0.0f64, |m, x| m.max(x.abs()));
+    let wmax = e
+        .virial
+        .iter()
+        .flatten()
+        .fold(0.0f64, |m, x| m.max(x.abs()));
     assert!(wmax > 1e-3, "virial too small to test: {wmax}");
     let mut worst: f64 = 0.0;
     for a in 0..3 {
@@ -61,7 +69,10 @@ fn virial_error(spec: &ModelSpec, s: &Sys) -> f64 {
 }
 
 fn systems() -> Vec<(&'static str, Sys)> {
-    vec![("open cluster", cluster(9, 3.6, 3)), ("triclinic cell < 2 rc", triclinic(7, 4.3, 5))]
+    vec![
+        ("open cluster", cluster(9, 3.6, 3)),
+        ("triclinic cell < 2 rc", triclinic(7, 4.3, 5)),
+    ]
 }
 
 #[test]
@@ -71,7 +82,10 @@ fn forces_match_finite_differences_for_every_cutoff() {
             let spec = model(&ALL_KINDS, cutoff, alpha, ActivationSpec::Tanh, 21);
             for (name, s) in systems() {
                 let err = force_error(&spec, &s);
-                assert!(err <= tol::FD_FORCE, "{cutoff:?} alpha {alpha} {name}: {err:.2e}");
+                assert!(
+                    err <= tol::FD_FORCE,
+                    "{cutoff:?} alpha {alpha} {name}: {err:.2e}"
+                );
             }
         }
     }
@@ -80,7 +94,12 @@ fn forces_match_finite_differences_for_every_cutoff() {
 #[test]
 fn forces_match_finite_differences_for_every_kind_and_activation() {
     for act in ActivationSpec::ALL {
-        for kinds in [&[KindSpec::G2][..], &[KindSpec::G4], &[KindSpec::G5], &ALL_KINDS] {
+        for kinds in [
+            &[KindSpec::G2][..],
+            &[KindSpec::G4],
+            &[KindSpec::G5],
+            &ALL_KINDS,
+        ] {
             let spec = model(kinds, CutoffSpec::Poly2, 0.0, act, 5);
             let (name, s) = &systems()[1];
             let err = force_error(&spec, s);
@@ -91,7 +110,12 @@ fn forces_match_finite_differences_for_every_kind_and_activation() {
 
 #[test]
 fn virial_matches_finite_strain() {
-    for cutoff in [CutoffSpec::Cos, CutoffSpec::TanhU, CutoffSpec::Poly4, CutoffSpec::Exp] {
+    for cutoff in [
+        CutoffSpec::Cos,
+        CutoffSpec::TanhU,
+        CutoffSpec::Poly4,
+        CutoffSpec::Exp,
+    ] {
         let spec = model(&ALL_KINDS, cutoff, 0.0, ActivationSpec::Silu, 8);
         for (name, s) in systems() {
             let err = virial_error(&spec, &s);
@@ -112,23 +136,44 @@ fn virial_is_symmetric_and_stress_has_ase_sign() {
         }
     }
     // ASE: σ = (1/V) ∂E/∂ε; check σ_xx against an isotropic-in-x stretch.
-    let r = mlff_core::Results { energy: e.energy, virial: e.virial };
+    let r = mlff_core::Results {
+        energy: e.energy,
+        virial: e.virial,
+    };
     let vol = s.cell.unwrap().volume().abs();
     let h = 1e-6;
-    let de = (energy(b.bytes(), &strained(&s, 0, 0, h)) - energy(b.bytes(), &strained(&s, 0, 0, -h))) / (2.0 * h);
+    let de = (energy(b.bytes(), &strained(&s, 0, 0, h))
+        - energy(b.bytes(), &strained(&s, 0, 0, -h)))
+        / (2.0 * h);
     let sigma_xx = r.stress(vol)[0];
-    assert!((sigma_xx - de / vol).abs() <= 1e-6 * sigma_xx.abs().max(1e-3), "{sigma_xx} vs {}", de / vol);
+    assert!(
+        (sigma_xx - de / vol).abs() <= 1e-6 * sigma_xx.abs().max(1e-3),
+        "{sigma_xx} vs {}",
+        de / vol
+    );
 }
 
 #[test]
 fn small_cell_sees_images_of_itself() {
     // One atom in a cubic cell of 2.1 Å with rc 4.2 Å: every neighbour is an image of itself.
     let spec = default_model();
-    let s = Sys { pos: vec![[0.3, 0.2, 0.1]], species: vec![1], cell: Some(Cell::orthorhombic(2.1, 2.3, 2.6)) };
+    let s = Sys {
+        pos: vec![[0.3, 0.2, 0.1]],
+        species: vec![1],
+        cell: Some(Cell::orthorhombic(2.1, 2.3, 2.6)),
+    };
     let b = blob(&spec, Precision::F64);
     let e = eval_core::<f64>(b.bytes(), &s).unwrap();
     let (want, _) = reference_energy(&spec, &s);
-    assert!((e.energy - want).abs() <= tol::REFERENCE * want.abs(), "{} vs {want}", e.energy);
+    assert!(
+        (e.energy - want).abs() <= tol::REFERENCE * want.abs(),
+        "{} vs {want}",
+        e.energy
+    );
     // Net force on a lone atom with only self-images vanishes by symmetry.
-    assert!(e.forces[0].iter().all(|f| f.abs() < 1e-9), "{:?}", e.forces[0]);
+    assert!(
+        e.forces[0].iter().all(|f| f.abs() < 1e-9),
+        "{:?}",
+        e.forces[0]
+    );
 }

@@ -44,9 +44,20 @@ fn load_and_compute_allocate_nothing() {
     let before = ALLOCS.load(Ordering::SeqCst);
     let model = Model::<f64>::from_blob(b.bytes()).unwrap();
     let mut ws = Workspace::new(&model, s.pos.len(), 512, &mut r, &mut i).unwrap();
-    let sys = System { positions: &s.pos, species: &s.species, cell: s.cell };
+    let sys = System {
+        positions: &s.pos,
+        species: &s.species,
+        cell: s.cell,
+    };
     let res = model
-        .compute(&sys, &mut ws, &mut Outputs { forces: Some(&mut forces), energies: Some(&mut energies) })
+        .compute(
+            &sys,
+            &mut ws,
+            &mut Outputs {
+                forces: Some(&mut forces),
+                energies: Some(&mut energies),
+            },
+        )
         .unwrap();
     let m32 = Model::<f32>::from_blob_in(b.bytes(), &mut storage).unwrap();
     let after = ALLOCS.load(Ordering::SeqCst);

@@ -13,9 +13,25 @@ fn rel(a: f64, b: f64) -> f64 {
 
 fn rotation(seed: u64) -> [[f64; 3]; 3] {
     let mut r = SplitMix64::new(seed);
-    let (a, b, c) = (r.uniform() * 6.28, r.uniform() * 6.28, r.uniform() * 6.28);
-    let rz = |t: f64| [[t.cos(), -t.sin(), 0.0], [t.sin(), t.cos(), 0.0], [0.0, 0.0, 1.0]];
-    let rx = |t: f64| [[1.0, 0.0, 0.0], [0.0, t.cos(), -t.sin()], [0.0, t.sin(), t.cos()]];
+    let (a, b, c) = (
+        r.uniform() * std::f64::consts::TAU,
+        r.uniform() * std::f64::consts::TAU,
+        r.uniform() * std::f64::consts::TAU,
+    );
+    let rz = |t: f64| {
+        [
+            [t.cos(), -t.sin(), 0.0],
+            [t.sin(), t.cos(), 0.0],
+            [0.0, 0.0, 1.0],
+        ]
+    };
+    let rx = |t: f64| {
+        [
+            [1.0, 0.0, 0.0],
+            [0.0, t.cos(), -t.sin()],
+            [0.0, t.sin(), t.cos()],
+        ]
+    };
     let mul = |p: [[f64; 3]; 3], q: [[f64; 3]; 3]| {
         let mut m = [[0.0; 3]; 3];
         for i in 0..3 {
@@ -35,14 +51,27 @@ fn rot(m: &[[f64; 3]; 3], v: [f64; 3]) -> [f64; 3] {
 #[test]
 fn core_matches_reference_evaluator() {
     for cutoff in CutoffSpec::ALL {
-        let spec = model(&[KindSpec::G2, KindSpec::G4, KindSpec::G5], cutoff, 0.2, ActivationSpec::Softplus, 3);
+        let spec = model(
+            &[KindSpec::G2, KindSpec::G4, KindSpec::G5],
+            cutoff,
+            0.2,
+            ActivationSpec::Softplus,
+            3,
+        );
         let b = blob(&spec, Precision::F64);
         for s in [cluster(9, 3.6, 3), triclinic(7, 4.3, 5)] {
             let e = eval_core::<f64>(b.bytes(), &s).unwrap();
             let (want, per) = reference_energy(&spec, &s);
-            assert!(rel(e.energy, want) <= tol::REFERENCE, "{cutoff:?}: {} vs {want}", e.energy);
+            assert!(
+                rel(e.energy, want) <= tol::REFERENCE,
+                "{cutoff:?}: {} vs {want}",
+                e.energy
+            );
             for (a, w) in e.energies.iter().zip(&per) {
-                assert!(rel(*a, *w) <= tol::REFERENCE * 10.0, "{cutoff:?}: atom {a} vs {w}");
+                assert!(
+                    rel(*a, *w) <= tol::REFERENCE * 10.0,
+                    "{cutoff:?}: atom {a} vs {w}"
+                );
             }
         }
     }
@@ -76,7 +105,12 @@ fn invariant_under_translation_rotation_permutation() {
             c.vectors = c.vectors.map(|v| rot(&m, v));
         }
         let er = eval_core::<f64>(b.bytes(), &r).unwrap();
-        assert!(rel(er.energy, e0.energy) <= tol::INVARIANCE, "{} vs {}", er.energy, e0.energy);
+        assert!(
+            rel(er.energy, e0.energy) <= tol::INVARIANCE,
+            "{} vs {}",
+            er.energy,
+            e0.energy
+        );
         for (f, g) in er.forces.iter().zip(&e0.forces) {
             let g = rot(&m, *g);
             for c in 0..3 {
@@ -105,13 +139,19 @@ fn supercell_energy_is_eight_times() {
     let b = blob(&spec, Precision::F64);
     for s in [triclinic(7, 4.3, 5), triclinic(5, 6.1, 2)] {
         let c = s.cell.unwrap();
-        let mut big = Sys { pos: Vec::new(), species: Vec::new(), cell: None };
+        let mut big = Sys {
+            pos: Vec::new(),
+            species: Vec::new(),
+            cell: None,
+        };
         for i in 0..2 {
             for j in 0..2 {
                 for k in 0..2 {
                     for (p, &sp) in s.pos.iter().zip(&s.species) {
                         let sh = [0, 1, 2].map(|x| {
-                            i as f64 * c.vectors[0][x] + j as f64 * c.vectors[1][x] + k as f64 * c.vectors[2][x]
+                            i as f64 * c.vectors[0][x]
+                                + j as f64 * c.vectors[1][x]
+                                + k as f64 * c.vectors[2][x]
                         });
                         big.pos.push([p[0] + sh[0], p[1] + sh[1], p[2] + sh[2]]);
                         big.species.push(sp);
@@ -132,7 +172,11 @@ fn core_descriptors(bytes: &[u8], s: &Sys) -> Vec<Vec<f64>> {
     let size = WorkspaceSize::new(&model.dims(), s.pos.len(), 512);
     let (mut r, mut i) = (vec![0.0; size.reals], vec![0u32; size.indices]);
     let mut ws = Workspace::new(&model, s.pos.len(), 512, &mut r, &mut i).unwrap();
-    let sys = System { positions: &s.pos, species: &s.species, cell: s.cell };
+    let sys = System {
+        positions: &s.pos,
+        species: &s.species,
+        cell: s.cell,
+    };
     let mut out = Vec::new();
     model
         .for_each_atom(&sys, &mut ws, |a| -> Result<(), mlff_core::ComputeError> {
@@ -157,7 +201,11 @@ fn descriptors_match_reference_and_isolated_atom_has_zero() {
         }
     }
     // An isolated atom: zero descriptors, and its energy is the network at the scaled zero.
-    let lone = Sys { pos: vec![[1.0, 2.0, 3.0]], species: vec![1], cell: None };
+    let lone = Sys {
+        pos: vec![[1.0, 2.0, 3.0]],
+        species: vec![1],
+        cell: None,
+    };
     let g = core_descriptors(b.bytes(), &lone);
     assert!(g[0].iter().all(|&x| x == 0.0), "{:?}", g[0]);
     let (want, _) = reference_energy(&spec, &lone);
@@ -169,14 +217,31 @@ fn descriptors_match_reference_and_isolated_atom_has_zero() {
 #[test]
 fn atoms_at_the_cutoff_edge_behave() {
     for cutoff in CutoffSpec::ALL {
-        let spec = model(&[KindSpec::G2, KindSpec::G4, KindSpec::G5], cutoff, 0.0, ActivationSpec::Tanh, 4);
+        let spec = model(
+            &[KindSpec::G2, KindSpec::G4, KindSpec::G5],
+            cutoff,
+            0.0,
+            ActivationSpec::Tanh,
+            4,
+        );
         let rc = spec.cutoff();
         let b = blob(&spec, Precision::F64);
-        let at = |r: f64| Sys { pos: vec![[0.0; 3], [r, 0.0, 0.0]], species: vec![0, 1], cell: None };
+        let at = |r: f64| Sys {
+            pos: vec![[0.0; 3], [r, 0.0, 0.0]],
+            species: vec![0, 1],
+            cell: None,
+        };
         let g_at = core_descriptors(b.bytes(), &at(rc));
         let g_out = core_descriptors(b.bytes(), &at(rc + 1e-6));
         let g_in = core_descriptors(b.bytes(), &at(rc - 1e-6));
-        let zero = core_descriptors(b.bytes(), &Sys { pos: vec![[0.0; 3]], species: vec![0], cell: None });
+        let zero = core_descriptors(
+            b.bytes(),
+            &Sys {
+                pos: vec![[0.0; 3]],
+                species: vec![0],
+                cell: None,
+            },
+        );
         // Exactly at rc and beyond: nothing (strict r < rc, as in n2p2).
         assert_eq!(g_at[0], zero[0], "{cutoff:?} at rc");
         assert_eq!(g_out[0], zero[0], "{cutoff:?} beyond rc");
@@ -186,7 +251,12 @@ fn atoms_at_the_cutoff_edge_behave() {
         let e_at = eval_core::<f64>(b.bytes(), &at(rc)).unwrap();
         assert!(e_in.forces.iter().flatten().all(|x| x.is_finite()));
         if cutoff != CutoffSpec::Hard {
-            assert!((e_in.energy - e_at.energy).abs() < 1e-6, "{cutoff:?}: {} vs {}", e_in.energy, e_at.energy);
+            assert!(
+                (e_in.energy - e_at.energy).abs() < 1e-6,
+                "{cutoff:?}: {} vs {}",
+                e_in.energy,
+                e_at.energy
+            );
         }
     }
 }
@@ -196,19 +266,38 @@ fn f32_agrees_with_f64() {
     let spec = default_model();
     let b64 = blob(&spec, Precision::F64);
     let b32 = blob(&spec, Precision::F32);
-    for (name, s) in [("cluster", cluster(9, 3.6, 3)), ("triclinic", triclinic(7, 4.3, 5))] {
+    for (name, s) in [
+        ("cluster", cluster(9, 3.6, 3)),
+        ("triclinic", triclinic(7, 4.3, 5)),
+    ] {
         let e64 = eval_core::<f64>(b64.bytes(), &s).unwrap();
         // f32 compute from the f32 blob (zero copy) and from the f64 blob (converted copy).
         for (how, e32) in [
             ("f32 blob", eval_core::<f32>(b32.bytes(), &s).unwrap()),
             ("f64 blob", eval_core::<f32>(b64.bytes(), &s).unwrap()),
         ] {
-            let de = e64.energies.iter().zip(&e32.energies).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
-            let rms = (e64.forces.iter().flatten().map(|x| x * x).sum::<f64>() / (3 * s.pos.len()) as f64).sqrt();
-            let df = e64.forces.iter().flatten().zip(e32.forces.iter().flatten()).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+            let de = e64
+                .energies
+                .iter()
+                .zip(&e32.energies)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max);
+            let rms = (e64.forces.iter().flatten().map(|x| x * x).sum::<f64>()
+                / (3 * s.pos.len()) as f64)
+                .sqrt();
+            let df = e64
+                .forces
+                .iter()
+                .flatten()
+                .zip(e32.forces.iter().flatten())
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max);
             eprintln!("f32 vs f64 ({name}, {how}): max per-atom energy diff {de:.3e} eV, max force diff {df:.3e} eV/Å (force RMS {rms:.3e})");
             assert!(de <= tol::F32_ATOM_ENERGY, "{name} {how}: {de:e}");
-            assert!(df <= tol::F32_FORCE_REL * rms.max(1.0), "{name} {how}: {df:e}");
+            assert!(
+                df <= tol::F32_FORCE_REL * rms.max(1.0),
+                "{name} {how}: {df:e}"
+            );
         }
     }
 }
