@@ -276,8 +276,9 @@ fn act_ref(a: ActivationSpec, x: f64) -> f64 {
     }
 }
 
-/// All neighbours (species, displacement) of every atom by brute force over periodic images.
-pub fn brute_neighbors(s: &Sys, rc: f64) -> Vec<Vec<(usize, [f64; 3])>> {
+/// All neighbours (species, atom index, displacement) of every atom by brute force over
+/// periodic images.
+pub fn brute_neighbors(s: &Sys, rc: f64) -> Vec<Vec<(usize, usize, [f64; 3])>> {
     let (vecs, pbc) = match s.cell {
         Some(c) => (c.vectors, c.pbc),
         None => (
@@ -326,7 +327,7 @@ pub fn brute_neighbors(s: &Sys, rc: f64) -> Vec<Vec<(usize, [f64; 3])>> {
                         ];
                         let r = (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt();
                         if r > 0.0 && r <= rc {
-                            out[i].push((usize::from(s.species[j]), d));
+                            out[i].push((usize::from(s.species[j]), j, d));
                         }
                     }
                 }
@@ -352,8 +353,8 @@ pub fn reference_descriptors(spec: &ModelSpec, s: &Sys) -> Vec<Vec<f64>> {
                     match d.kind {
                         KindSpec::G2 => nb
                             .iter()
-                            .filter(|(e, _)| *e == d.e1)
-                            .map(|(_, v)| {
+                            .filter(|(e, _, _)| *e == d.e1)
+                            .map(|(_, _, v)| {
                                 let r = norm(*v);
                                 if r < d.rc {
                                     gauss(r) * fc(r)
@@ -366,8 +367,8 @@ pub fn reference_descriptors(spec: &ModelSpec, s: &Sys) -> Vec<Vec<f64>> {
                             let mut g = 0.0;
                             for j in 0..nb.len() {
                                 for k in j + 1..nb.len() {
-                                    let (ej, vj) = nb[j];
-                                    let (ek, vk) = nb[k];
+                                    let (ej, _, vj) = nb[j];
+                                    let (ek, _, vk) = nb[k];
                                     let pair_ok =
                                         (ej == d.e1 && ek == d.e2) || (ej == d.e2 && ek == d.e1);
                                     if !pair_ok {
