@@ -334,6 +334,10 @@ pub fn parse(bytes: &[u8]) -> Result<Sections<'_>, BlobError> {
             None => Ok(&[]),
         }
     };
+    let reals = find(tag::REALS, true)?;
+    if reals.len() % usize::from(float_bytes) != 0 {
+        return Err(BlobError::BadSection { tag: tag::REALS });
+    }
     Ok(Sections {
         float_bytes,
         bytes,
@@ -342,7 +346,7 @@ pub fn parse(bytes: &[u8]) -> Result<Sections<'_>, BlobError> {
         groups: find(tag::GROUPS, true)?,
         layers: find(tag::LAYERS, true)?,
         index: find(tag::INDEX, true)?,
-        reals: find(tag::REALS, true)?,
+        reals,
         text: find(tag::TEXT, false)?,
     })
 }

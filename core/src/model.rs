@@ -168,7 +168,10 @@ impl<'a, T: Real> Model<'a, T> {
             (field(0), field(1), field(2), field(3), field(4));
         let scaling_code = field(5) as u32;
         let globals = field(6);
-        if n_species == 0 || n_species > MAX_SPECIES {
+        if n_species == 0 {
+            return Err(shape("species count", 0));
+        }
+        if n_species > MAX_SPECIES {
             return Err(BlobError::TooLarge {
                 what: "species",
                 found: n_species,
@@ -239,7 +242,10 @@ impl<'a, T: Real> Model<'a, T> {
                 return Err(shape("species groups", s));
             }
             Self::validate_groups(&sections, reals, &rec, n_species, cutoff, s)?;
-            if rec.layer_count == 0 || rec.layer_count > MAX_LAYERS {
+            if rec.layer_count == 0 {
+                return Err(shape("layer count", s));
+            }
+            if rec.layer_count > MAX_LAYERS {
                 return Err(BlobError::TooLarge {
                     what: "layers",
                     found: rec.layer_count,
@@ -759,7 +765,12 @@ impl<'a, T: Real> Model<'a, T> {
         for ((d, &g), &m) in sc.dedg.iter_mut().zip(cur.iter()).zip(mul) {
             *d = g * m;
         }
+        let n_nb = nb.len();
         let (lanes, work) = nb.lanes();
+        // Start from zero on every call, so repeated evaluations of one neighbour set agree.
+        for g in [&mut *work.gx, &mut *work.gy, &mut *work.gz] {
+            g.iter_mut().take(n_nb).for_each(|x| *x = T::ZERO);
+        }
         let mut sink = WeightedSink::new(work.gx, work.gy, work.gz);
         let mut cache = crate::neighbors::WorkLanes {
             gx: &mut [],

@@ -140,8 +140,7 @@ impl<'w, T: Real> NeighborSet<'w, T> {
         true
     }
 
-    /// Sorts the staged neighbours by species (stable) into the lanes, computes distances and
-    /// zeroes the gradient lanes.
+    /// Sorts the staged neighbours by species (stable) into the lanes and computes distances.
     pub fn finish(&mut self) {
         let n = self.len;
         let mut count = [0usize; MAX_SPECIES + 1];
@@ -183,11 +182,6 @@ impl<'w, T: Real> NeighborSet<'w, T> {
                 *oz = *z;
                 *or = (*x * *x + *y * *y + *z * *z).sqrt();
                 *oi = idx;
-            }
-        }
-        for g in [&mut *self.gx, &mut *self.gy, &mut *self.gz] {
-            for v in g.iter_mut().take(n) {
-                *v = T::ZERO;
             }
         }
     }
@@ -358,9 +352,10 @@ impl<'w, T: Real> CellList<'w, T> {
             let periodic = frame.pbc.get(k).copied().unwrap_or(false);
             let bin_width = at3(&width, k) / T::from_usize(nk);
             if bin_width > T::ZERO {
-                let m = (rc / bin_width).to_f64();
+                // ceil(rc / bin width) through the math facade: −floor(−x).
+                let m = (-(-(rc / bin_width)).floor()).to_f64();
                 let m = if m.is_finite() {
-                    libm::ceil(m).min(1e6) as usize
+                    m.min(1e6) as usize
                 } else {
                     1
                 };

@@ -156,7 +156,7 @@ impl<'w, T: Real> Workspace<'w, T> {
     }
 
     /// The neighbour set, for callers that supply their own neighbour list (e.g. an MD engine
-    /// with ghost atoms) before [`Model::atom_energy`].
+    /// with ghost atoms) before [`Model::atom`] and [`crate::model::AtomView::energy`].
     pub fn neighbors_mut(&mut self) -> &mut NeighborSet<'w, T> {
         &mut self.neighbors
     }

@@ -307,9 +307,43 @@ impl ModelSpec {
                 mlff_core::neighbors::MAX_SPECIES
             );
         }
+        for (what, x) in [
+            ("energy_scale", self.energy_scale),
+            ("energy_shift", self.energy_shift),
+            ("source_length_unit", self.source_length_unit),
+            ("source_energy_unit", self.source_energy_unit),
+        ] {
+            if !x.is_finite() {
+                bail!("{what} is not finite");
+            }
+        }
+        if self.source_length_unit <= 0.0 || self.source_energy_unit <= 0.0 {
+            bail!("source units must be positive");
+        }
         for (i, s) in self.species.iter().enumerate() {
             if self.species[..i].iter().any(|o| o.z == s.z) {
                 bail!("species {} (Z={}) appears twice", s.symbol, s.z);
+            }
+            if s.z == 0 || s.z > 118 {
+                bail!("species {}: atomic number {} is not 1..=118", s.symbol, s.z);
+            }
+            if !s.reference_energy.is_finite() {
+                bail!("species {}: reference energy is not finite", s.symbol);
+            }
+            let bad_scaling = s
+                .scaling
+                .iter()
+                .position(|a| !(a.sub.is_finite() && a.mul.is_finite() && a.add.is_finite()));
+            if let Some(f) = bad_scaling {
+                bail!("species {} feature {f}: scaling is not finite", s.symbol);
+            }
+            if s.layers.len() > mlff_core::blob::MAX_LAYERS {
+                bail!(
+                    "species {}: {} layers (at most {})",
+                    s.symbol,
+                    s.layers.len(),
+                    mlff_core::blob::MAX_LAYERS
+                );
             }
             if s.descriptors.is_empty() {
                 bail!("species {} has no descriptors", s.symbol);
@@ -361,6 +395,14 @@ impl ModelSpec {
                     || layer.biases.len() != layer.n_out
                 {
                     bail!("species {} layer {l}: weight or bias count wrong", s.symbol);
+                }
+                if !layer
+                    .weights
+                    .iter()
+                    .chain(&layer.biases)
+                    .all(|x| x.is_finite())
+                {
+                    bail!("species {} layer {l}: weights are not all finite", s.symbol);
                 }
                 width = layer.n_out;
             }

@@ -1,7 +1,7 @@
 //! The blob writer: the only way blobs are made. Layout in `docs/blob-format.md`; the constants
 //! come from `mlff_core::blob` so reader and writer cannot drift apart.
 
-use anyhow::{Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use mlff_core::blob::{self, tag, ENDIAN_MARK, FORMAT_VERSION, HEADER_LEN, MAGIC, SECTION_ALIGN};
 use mlff_core::blob::{SECTION_ENTRY, SPECIES_RECORD};
 
@@ -174,6 +174,18 @@ pub fn write_blob(spec: &ModelSpec, precision: Precision) -> Result<Vec<u8>> {
     for i in &b.index {
         index.extend_from_slice(&i.to_le_bytes());
     }
+    if precision == Precision::F32 {
+        if let Some(k) = b
+            .reals
+            .iter()
+            .position(|x| x.is_nan() || x.abs() > f64::from(f32::MAX))
+        {
+            bail!(
+                "value {} (real #{k}) does not fit in f32; write an f64 blob",
+                b.reals[k]
+            );
+        }
+    }
     let mut reals = Vec::with_capacity(8 * b.reals.len());
     for &x in &b.reals {
         match precision {
@@ -215,6 +227,10 @@ pub fn write_blob(spec: &ModelSpec, precision: Precision) -> Result<Vec<u8>> {
     out[20..24].copy_from_slice(&(sections.len() as u32).to_le_bytes());
     let crc = blob::checksum(&out);
     out[blob::CRC_OFFSET..blob::CRC_OFFSET + 4].copy_from_slice(&crc.to_le_bytes());
+    // The core is the judge: a blob it would refuse is never handed out.
+    let mut storage = vec![0.0f64; b.reals.len()];
+    mlff_core::Model::<f64>::from_blob_in(&out, &mut storage)
+        .map_err(|e| anyhow!("internal error: the written blob does not validate: {e}"))?;
     Ok(out)
 }
 
@@ -223,5 +239,59 @@ pub fn reseal(blob_bytes: &mut [u8]) {
     let crc = blob::checksum(blob_bytes);
     if let Some(c) = blob_bytes.get_mut(blob::CRC_OFFSET..blob::CRC_OFFSET + 4) {
         c.copy_from_slice(&crc.to_le_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::random::{generated_set, random_model};
+    use crate::spec::ActivationSpec;
+
+    fn spec() -> ModelSpec {
+        let set = generated_set(&["H", "O"], 4.0, 3, 1, &[4], ActivationSpec::Tanh).unwrap();
+        random_model(&set, 3)
+    }
+
+    #[test]
+    fn refuses_what_the_core_would_refuse() {
+        let mut s = spec();
+        s.species[1].layers[0].weights[2] = f64::NAN;
+        let e = write_blob(&s, Precision::F64).unwrap_err().to_string();
+        assert!(
+            e.contains("species O layer 0") && e.contains("finite"),
+            "{e}"
+        );
+        let mut s = spec();
+        s.species[0].layers[1].biases[0] = 1e300;
+        let e = write_blob(&s, Precision::F32).unwrap_err().to_string();
+        assert!(e.contains("does not fit in f32"), "{e}");
+        assert!(write_blob(&s, Precision::F64).is_ok());
+        let mut s = spec();
+        s.species[0].z = 0;
+        assert!(write_blob(&s, Precision::F64)
+            .unwrap_err()
+            .to_string()
+            .contains("1..=118"));
+        let mut s = spec();
+        s.species[0].descriptors[0].e1 = 5;
+        assert!(write_blob(&s, Precision::F64)
+            .unwrap_err()
+            .to_string()
+            .contains("out of range"));
+    }
+
+    #[test]
+    fn groups_share_cutoff_and_species() {
+        let b = write_blob(&spec(), Precision::F64).unwrap();
+        let mut storage = vec![0.0; mlff_core::Model::<f64>::reals_needed(&b).unwrap()];
+        let m = mlff_core::Model::<f64>::from_blob_in(&b, &mut storage).unwrap();
+        // 2 radial groups (H, O neighbours) + 3 angular pairs per species.
+        assert_eq!(m.n_features(0), Some(2 * 3 + 3 * 2 * 1 * 2));
+        let sections = mlff_core::blob::parse(&b).unwrap();
+        assert_eq!(
+            sections.groups.len() / mlff_core::descriptor::GROUP_RECORD,
+            2 * 5
+        );
     }
 }

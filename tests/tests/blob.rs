@@ -143,10 +143,9 @@ fn structural_damage_behind_a_valid_checksum_gets_named_errors() {
         (
             "no species",
             Box::new(move |c| c[modl..modl + 4].copy_from_slice(&0u32.to_le_bytes())),
-            BlobError::TooLarge {
-                what: "species",
-                found: 0,
-                max: 16,
+            BlobError::ShapeMismatch {
+                what: "species count",
+                index: 0,
             },
         ),
         (

@@ -393,3 +393,25 @@ fn jacobian_contracted_with_de_dg_gives_the_forces() {
         .unwrap();
     assert!(checked > 50);
 }
+
+#[test]
+fn repeated_atom_evaluation_is_idempotent() {
+    let spec = default_model();
+    let b = blob(&spec, Precision::F64);
+    let model = Model::<f64>::from_blob(b.bytes()).unwrap();
+    let size = WorkspaceSize::new(&model.dims(), 2, 16);
+    let (mut r, mut i) = (vec![0.0; size.reals], vec![0u32; size.indices]);
+    let mut ws = Workspace::new(&model, 2, 16, &mut r, &mut i).unwrap();
+    let set = ws.neighbors_mut();
+    set.clear();
+    assert!(set.push(1, 1, [1.1, 0.2, -0.3]));
+    assert!(set.push(0, 2, [-0.4, 1.0, 0.5]));
+    set.finish();
+    let mut a = model.atom(0, &mut ws).unwrap();
+    let e1 = a.energy(true).unwrap();
+    let g1 = a.neighbors().gradient(0);
+    let e2 = a.energy(true).unwrap();
+    assert_eq!(e1, e2);
+    assert_eq!(a.neighbors().gradient(0), g1);
+    assert!(g1.iter().any(|&x| x != 0.0));
+}
