@@ -286,8 +286,8 @@ mod tests {
         let b = write_blob(&spec(), Precision::F64).unwrap();
         let mut storage = vec![0.0; mlff_core::Model::<f64>::reals_needed(&b).unwrap()];
         let m = mlff_core::Model::<f64>::from_blob_in(&b, &mut storage).unwrap();
-        // 2 radial groups (H, O neighbours) + 3 angular pairs per species.
-        assert_eq!(m.n_features(0), Some(2 * 3 + 3 * 2 * 1 * 2));
+        // Per species: 2 neighbour species × 3 radial + 3 pairs × 2 η × 1 ζ × 2 λ angular.
+        assert_eq!(m.n_features(0), Some(2 * 3 + 3 * 2 * 2));
         let sections = mlff_core::blob::parse(&b).unwrap();
         assert_eq!(
             sections.groups.len() / mlff_core::descriptor::GROUP_RECORD,
