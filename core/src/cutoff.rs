@@ -91,17 +91,25 @@ impl<T: Real> Cutoff<T> {
     /// `(f_c(r), df_c/dr)` for 0 ≤ r < rc.
     #[inline(always)]
     pub fn eval(&self, r: T) -> (T, T) {
+        // Numerical guard, used by every kind below: the distance to the cutoff, rc − r, is exact
+        // near rc (Sterbenz), whereas 1 − r/rc or 1 − x loses the relative accuracy of f_c
+        // exactly where f_c is small. All forms are written in it so that f32 keeps ~1e-7
+        // relative accuracy up to the cutoff.
+        let gap = self.rc - r;
         match self.kind {
             CutoffKind::Hard => (T::ONE, T::ZERO),
-            CutoffKind::TanhU => tanh_cubed(r, self.inv_rc, T::ONE),
+            CutoffKind::TanhU => tanh_cubed(gap * self.inv_rc, self.inv_rc, T::ONE),
             // 1/tanh³(1), computed in f64 and rounded once.
-            CutoffKind::Tanh => tanh_cubed(r, self.inv_rc, T::from_f64(INV_TANH1_CUBED)),
+            CutoffKind::Tanh => {
+                tanh_cubed(gap * self.inv_rc, self.inv_rc, T::from_f64(INV_TANH1_CUBED))
+            }
             _ => {
                 if r < self.rci {
                     return (T::ONE, T::ZERO);
                 }
                 let x = (r - self.rci) * self.inv_width;
-                let (f, dfdx) = shaped(self.kind, x);
+                let y = gap * self.inv_width;
+                let (f, dfdx) = shaped_xy(self.kind, x, y);
                 (f, dfdx * self.inv_width)
             }
         }
@@ -111,26 +119,37 @@ impl<T: Real> Cutoff<T> {
 /// 1/tanh(1)³ = ((e² + 1)/(e² − 1))³, the normalisation n2p2 uses.
 const INV_TANH1_CUBED: f64 = 2.263_753_795_225_351;
 
+/// tanh³(u) with u = 1 − r/rc, and its derivative in r.
 #[inline(always)]
-fn tanh_cubed<T: Real>(r: T, inv_rc: T, norm: T) -> (T, T) {
-    let t = (T::ONE - r * inv_rc).tanh();
+fn tanh_cubed<T: Real>(u: T, inv_rc: T, norm: T) -> (T, T) {
+    let t = u.tanh();
     let t2 = t * t;
     // d/dr tanh³(1 − r/rc) = 3 tanh² (1 − tanh²) · (−1/rc)
     let three = T::from_f64(3.0);
     (norm * t2 * t, -norm * three * t2 * (T::ONE - t2) * inv_rc)
 }
 
-/// The shaped part f(x), df/dx for x ∈ [0, 1).
+/// The shaped part f(x), df/dx for x ∈ [0, 1) (see [`shaped_xy`]; computes 1 − x itself).
 #[inline(always)]
-fn shaped<T: Real>(kind: CutoffKind, x: T) -> (T, T) {
+pub fn shaped<T: Real>(kind: CutoffKind, x: T) -> (T, T) {
+    shaped_xy(kind, x, T::ONE - x)
+}
+
+/// The shaped part f(x), df/dx for x ∈ [0, 1), given y = 1 − x computed accurately by the
+/// caller. The polynomials are the smoothstep forms factored at x = 1 (same values as the
+/// expanded forms in the kind docs, e.g. POLY2 = (1 − x)³(1 + 3x + 6x²)), so that they keep
+/// their relative accuracy as f → 0.
+#[inline(always)]
+pub fn shaped_xy<T: Real>(kind: CutoffKind, x: T, y: T) -> (T, T) {
     let c = T::from_f64;
     match kind {
         CutoffKind::Cos => {
-            let px = T::PI * x;
-            (T::HALF * (px.cos() + T::ONE), -T::HALF * T::PI * px.sin())
+            // ½(cos πx + 1) = sin²(πy/2); derivative −(π/2) sin(πx) = −(π/2) sin(πy).
+            let s = (T::HALF * T::PI * y).sin();
+            (s * s, -T::HALF * T::PI * (T::PI * y).sin())
         }
         CutoffKind::Exp => {
-            let q = T::ONE - x * x;
+            let q = y * (T::ONE + x); // 1 − x², accurate near x = 1
             let f = (T::ONE - T::ONE / q).exp();
             // Guard: as x → 1 the exponent → −∞ and f underflows to 0 while 1/q² overflows;
             // return the exact limit (0, 0) instead of 0·∞ = NaN.
@@ -139,38 +158,24 @@ fn shaped<T: Real>(kind: CutoffKind, x: T) -> (T, T) {
             }
             (f, -T::TWO * x / (q * q) * f)
         }
-        CutoffKind::Poly1 => (
-            (T::TWO * x - c(3.0)) * x * x + T::ONE,
-            c(6.0) * x * (x - T::ONE),
-        ),
+        CutoffKind::Poly1 => (y * y * (T::ONE + T::TWO * x), -c(6.0) * x * y),
         CutoffKind::Poly2 => {
-            let x2 = x * x;
-            let xm1 = x - T::ONE;
+            let (x2, y2) = (x * x, y * y);
             (
-                ((c(15.0) - c(6.0) * x) * x - c(10.0)) * x2 * x + T::ONE,
-                -c(30.0) * x2 * xm1 * xm1,
+                y2 * y * (T::ONE + c(3.0) * x + c(6.0) * x2),
+                -c(30.0) * x2 * y2,
             )
         }
         CutoffKind::Poly3 => {
-            let x2 = x * x;
-            let xm1 = x - T::ONE;
-            (
-                (x * (x * (c(20.0) * x - c(70.0)) + c(84.0)) - c(35.0)) * x2 * x2 + T::ONE,
-                c(140.0) * x2 * x * xm1 * xm1 * xm1,
-            )
+            let (x3, y3) = (x * x * x, y * y * y);
+            let p = T::ONE + x * (c(4.0) + x * (c(10.0) + c(20.0) * x));
+            (y3 * y * p, -c(140.0) * x3 * y3)
         }
         CutoffKind::Poly4 => {
-            let x2 = x * x;
-            let x4 = x2 * x2;
-            let xm1 = x - T::ONE;
-            let xm1_2 = xm1 * xm1;
-            (
-                (x * (x * ((c(315.0) - c(70.0) * x) * x - c(540.0)) + c(420.0)) - c(126.0))
-                    * x4
-                    * x
-                    + T::ONE,
-                -c(630.0) * x4 * xm1_2 * xm1_2,
-            )
+            let (x2, y2) = (x * x, y * y);
+            let (x4, y4) = (x2 * x2, y2 * y2);
+            let p = T::ONE + x * (c(5.0) + x * (c(15.0) + x * (c(35.0) + c(70.0) * x)));
+            (y4 * y * p, -c(630.0) * x4 * y4)
         }
         // Hard and the tanh kinds are handled by the caller.
         CutoffKind::Hard | CutoffKind::TanhU | CutoffKind::Tanh => (T::ONE, T::ZERO),
@@ -211,6 +216,53 @@ mod tests {
                         (fd - d).abs() < 1e-6,
                         "{kind:?} alpha {alpha} r {r}: {fd} vs {d}"
                     );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn factored_polynomials_equal_the_expanded_forms() {
+        for i in 0..=100 {
+            let x = i as f64 / 100.0;
+            let expanded = [
+                (2.0 * x - 3.0) * x * x + 1.0,
+                ((15.0 - 6.0 * x) * x - 10.0) * x * x * x + 1.0,
+                (x * (x * (20.0 * x - 70.0) + 84.0) - 35.0) * x.powi(4) + 1.0,
+                (x * (x * ((315.0 - 70.0 * x) * x - 540.0) + 420.0) - 126.0) * x.powi(5) + 1.0,
+            ];
+            let kinds = [
+                CutoffKind::Poly1,
+                CutoffKind::Poly2,
+                CutoffKind::Poly3,
+                CutoffKind::Poly4,
+            ];
+            for (k, e) in kinds.iter().zip(expanded) {
+                assert!((shaped(*k, x).0 - e).abs() < 1e-13, "{k:?} at {x}");
+            }
+            let cos = 0.5 * ((core::f64::consts::PI * x).cos() + 1.0);
+            assert!((shaped(CutoffKind::Cos, x).0 - cos).abs() < 1e-15);
+        }
+    }
+
+    #[test]
+    fn f32_keeps_relative_accuracy_near_the_cutoff() {
+        // Relative error of f32 against f64 where f_c is small (the last 5 % before rc).
+        for kind in CutoffKind::ALL {
+            let (c32, c64) = (
+                Cutoff::<f32>::new(kind, 6.0, 0.0),
+                Cutoff::<f64>::new(kind, 6.0, 0.0),
+            );
+            for i in 0..50 {
+                let r = 5.7 + 0.006 * i as f64;
+                let (a, b) = (
+                    f64::from(c32.eval(r as f32).0),
+                    c64.eval(f64::from(r as f32)).0,
+                );
+                if b > 1e-30 {
+                    // exp(−u) in f32 carries u·ε relative error (the exponential kind).
+                    let tol = 1e-6 * b * (1.0 + b.ln().abs());
+                    assert!((a - b).abs() <= tol, "{kind:?} r {r}: {a} vs {b}");
                 }
             }
         }

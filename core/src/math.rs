@@ -74,6 +74,8 @@ pub trait Real:
     fn cos(self) -> Self;
     /// Sine (radians).
     fn sin(self) -> Self;
+    /// Arc cosine, in [0, π] for x ∈ [−1, 1] (NaN outside).
+    fn acos(self) -> Self;
     /// x^y for real y.
     fn powf(self, y: Self) -> Self;
     /// Largest integer ≤ x.
@@ -121,7 +123,7 @@ pub trait Real:
 
 macro_rules! impl_real {
     ($t:ty, $bytes:expr, $exp:path, $ln:path, $ln1p:path, $sqrt:path, $tanh:path, $cos:path,
-     $sin:path, $pow:path, $floor:path, $abs:path) => {
+     $sin:path, $acos:path, $pow:path, $floor:path, $abs:path) => {
         impl Real for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -181,6 +183,10 @@ macro_rules! impl_real {
                 $sin(self)
             }
             #[inline(always)]
+            fn acos(self) -> Self {
+                $acos(self)
+            }
+            #[inline(always)]
             fn powf(self, y: Self) -> Self {
                 $pow(self, y)
             }
@@ -210,6 +216,7 @@ impl_real!(
     libm::tanh,
     libm::cos,
     libm::sin,
+    libm::acos,
     libm::pow,
     libm::floor,
     libm::fabs
@@ -224,6 +231,7 @@ impl_real!(
     libm::tanhf,
     libm::cosf,
     libm::sinf,
+    libm::acosf,
     libm::powf,
     libm::floorf,
     libm::fabsf

@@ -6,8 +6,9 @@ use crate::blob::{MAX_LAYERS, MODEL_LEN, SPECIES_RECORD};
 use crate::bytes::{cast_reals, u32_at, u8_at};
 use crate::cell::Cell;
 use crate::cutoff::CutoffKind;
+use crate::descriptor::compact::{CompactKind, ANGLE_TOLERANCE};
 use crate::descriptor::GROUP_RECORD;
-use crate::descriptor::{angular, radial, DescriptorKind, Group, JacobianSink, WeightedSink};
+use crate::descriptor::{self, DescriptorKind, Group, JacobianSink, WeightedSink};
 use crate::error::ComputeError;
 use crate::math::Real;
 use crate::mlp::{Activation, Layer};
@@ -72,8 +73,9 @@ pub struct System<'a, T> {
 pub struct Outputs<'o, T> {
     /// Forces, one per atom; `None` computes the energy only (faster, no virial).
     pub forces: Option<&'o mut [[T; 3]]>,
-    /// Per-atom energies; `None` to skip.
-    pub energies: Option<&'o mut [T]>,
+    /// Per-atom energies (eV, f64 in both precisions: they carry the reference energies and
+    /// shift, whose size would swamp f32's resolution); `None` to skip.
+    pub energies: Option<&'o mut [f64]>,
 }
 
 /// Scalar results of [`Model::compute`].
@@ -110,6 +112,9 @@ pub struct Model<'a, T> {
     energy_shift: f64,
     scaling: ScalingMode,
     source_units: [f64; 2],
+    /// Atomic number of each species (zero beyond `n_species`), the weights of the
+    /// element-weighted descriptor kinds.
+    zs: [T; MAX_SPECIES],
 }
 
 fn shape(what: &'static str, index: usize) -> BlobError {
@@ -303,6 +308,7 @@ impl<'a, T: Real> Model<'a, T> {
             energy_shift: gv(1).to_f64(),
             scaling,
             source_units: [gv(3).to_f64(), gv(4).to_f64()],
+            zs: zs.map(|z| T::from_usize(z as usize)),
         };
         Ok(model)
     }
@@ -323,14 +329,25 @@ impl<'a, T: Real> Model<'a, T> {
                 what: "descriptor kind",
                 code: code(0).into(),
             })?;
-            if CutoffKind::from_code(code(1)).is_none() {
+            // The cutoff byte: a cutoff function, or the compact function of a polynomial kind.
+            let (known, what) = if kind.is_polynomial() {
+                (
+                    CompactKind::from_code(code(1)).is_some(),
+                    "compact function",
+                )
+            } else {
+                (CutoffKind::from_code(code(1)).is_some(), "cutoff function")
+            };
+            if !known {
                 return Err(BlobError::UnknownCode {
-                    what: "cutoff function",
+                    what,
                     code: code(1).into(),
                 });
             }
-            if usize::from(code(2)) >= n_species
-                || (kind.is_angular() && usize::from(code(3)) >= n_species)
+            // Neighbour species: none for the element-weighted kinds (the bytes are ignored).
+            if !kind.is_weighted()
+                && (usize::from(code(2)) >= n_species
+                    || (kind.is_angular() && usize::from(code(3)) >= n_species))
             {
                 return Err(shape("group species", gi));
             }
@@ -351,15 +368,19 @@ impl<'a, T: Real> Model<'a, T> {
             if !g.params.iter().all(|x| x.is_finite()) {
                 return Err(invalid("descriptor parameters", gi));
             }
-            if g.lane(0).iter().any(|&e| e < T::ZERO) {
-                return Err(invalid("eta", gi));
-            }
-            if kind.is_angular() {
-                if g.lane(2).iter().any(|&z| z < T::ONE) {
-                    return Err(invalid("zeta", gi));
+            if kind.is_polynomial() {
+                Self::validate_compact(&g, rc, gi)?;
+            } else {
+                if g.lane(0).iter().any(|&e| e < T::ZERO) {
+                    return Err(invalid("eta", gi));
                 }
-                if g.lane(3).iter().any(|&l| l != T::ONE && l != -T::ONE) {
-                    return Err(invalid("lambda", gi));
+                if kind.has_zeta() {
+                    if g.lane(2).iter().any(|&z| z < T::ONE) {
+                        return Err(invalid("zeta", gi));
+                    }
+                    if g.lane(3).iter().any(|&l| l != T::ONE && l != -T::ONE) {
+                        return Err(invalid("lambda", gi));
+                    }
                 }
             }
             if (0..g.n).any(|k| g.feature(k) >= rec.n_features) {
@@ -376,6 +397,35 @@ impl<'a, T: Real> Model<'a, T> {
             }
             if hits != 1 {
                 return Err(shape("feature coverage", s));
+            }
+        }
+        Ok(())
+    }
+
+    /// The windows of a polynomial group `g` (index `gi`): r_l < r_c for every function, and for
+    /// the angular kinds θ_left < θ_right (radians) with n2p2's domain rule: the window lies in
+    /// [0, π], except that it may extend below 0 if centred at 0 and above π if centred at π
+    /// (A is then even about θ = 0 or π, hence smooth there), and spans at most 2π. Centres
+    /// and bounds are compared with [`ANGLE_TOLERANCE`].
+    fn validate_compact(g: &Group<'a, T>, rc: T, gi: usize) -> Result<(), BlobError> {
+        // (All parameters are finite here.)
+        if g.lane(0).iter().any(|&rl| rl >= rc) {
+            return Err(invalid("rl", gi));
+        }
+        if !g.kind.is_angular() {
+            return Ok(());
+        }
+        let tol = T::from_f64(ANGLE_TOLERANCE);
+        for (&left, &right) in g.lane(1).iter().zip(g.lane(2)) {
+            if !(left < right && right - left <= T::TWO * T::PI + tol) {
+                return Err(invalid("angle window", gi));
+            }
+            let centre = T::HALF * (left + right);
+            if left < -tol && centre.abs() > tol {
+                return Err(invalid("angle left", gi));
+            }
+            if right > T::PI + tol && (centre - T::PI).abs() > tol {
+                return Err(invalid("angle right", gi));
             }
         }
         Ok(())
@@ -441,6 +491,11 @@ impl<'a, T: Real> Model<'a, T> {
             .ok_or(ComputeError::CorruptModel)
     }
 
+    /// Atomic numbers of the model's species, as reals (weights of the element-weighted kinds).
+    fn zs(&self) -> &[T] {
+        self.zs.get(..self.dims.n_species).unwrap_or(&[])
+    }
+
     fn group(&self, g: usize) -> Result<Group<'a, T>, ComputeError> {
         Group::decode(self.sections.groups, self.sections.index, self.reals, g)
             .ok_or(ComputeError::CorruptModel)
@@ -502,7 +557,7 @@ impl<'a, T: Real> Model<'a, T> {
             let e = self.evaluate(usize::from(si), neighbors, scratch, want_grad)?;
             res.energy += e;
             if let Some(es) = out.energies.as_deref_mut().and_then(|es| es.get_mut(i)) {
-                *es = T::from_f64(e);
+                *es = e;
             }
             if let Some(f) = out.forces.as_deref_mut() {
                 scatter(i, neighbors, f, &mut res.virial);
@@ -624,11 +679,7 @@ impl<'a, T: Real> Model<'a, T> {
         for gi in rec.group_start..rec.group_start + rec.group_count {
             let g = self.group(gi)?;
             let mult = sc.mult.get_mut(..g.n).ok_or(ComputeError::CorruptModel)?;
-            if g.kind.is_angular() {
-                angular::prefactors(&g, mult);
-            } else {
-                mult.iter_mut().for_each(|m| *m = T::ONE);
-            }
+            descriptor::prefactors(&g, mult);
             let mut sink = JacobianSink {
                 out: &mut *out,
                 capacity: cap,
@@ -637,11 +688,7 @@ impl<'a, T: Real> Model<'a, T> {
                 unit: [T::ZERO; 3],
                 tri: Default::default(),
             };
-            if g.kind.is_angular() {
-                angular::backprop(&g, &lanes, &mut work, mult, &mut sink);
-            } else {
-                radial::backprop(&g, &lanes, mult, &mut sink);
-            }
+            descriptor::backprop(&g, &lanes, &mut work, self.zs(), mult, &mut sink);
         }
         Ok(())
     }
@@ -662,14 +709,9 @@ impl<'a, T: Real> Model<'a, T> {
             let g = self.group(gi)?;
             let acc = sc.acc.get_mut(..g.n).ok_or(ComputeError::CorruptModel)?;
             acc.iter_mut().for_each(|x| *x = T::ZERO);
-            if g.kind.is_angular() {
-                angular::values(&g, &lanes, &mut work, acc);
-                let pref = sc.mult.get_mut(..g.n).ok_or(ComputeError::CorruptModel)?;
-                angular::prefactors(&g, pref);
-                acc.iter_mut().zip(pref.iter()).for_each(|(a, &p)| *a *= p);
-            } else {
-                radial::values(&g, &lanes, acc);
-            }
+            let row = sc.row.get_mut(..g.n).ok_or(ComputeError::CorruptModel)?;
+            let pref = sc.mult.get_mut(..g.n).ok_or(ComputeError::CorruptModel)?;
+            descriptor::values(&g, &lanes, &mut work, self.zs(), acc, pref, row);
             for (s, &v) in acc.iter().enumerate() {
                 if let Some(x) = g_out.get_mut(g.feature(s)) {
                     *x += v;
@@ -782,19 +824,11 @@ impl<'a, T: Real> Model<'a, T> {
         for gi in rec.group_start..rec.group_start + rec.group_count {
             let g = self.group(gi)?;
             let mult = sc.mult.get_mut(..g.n).ok_or(ComputeError::CorruptModel)?;
-            if g.kind.is_angular() {
-                angular::prefactors(&g, mult);
-            } else {
-                mult.iter_mut().for_each(|m| *m = T::ONE);
-            }
+            descriptor::prefactors(&g, mult);
             for (s, m) in mult.iter_mut().enumerate() {
                 *m *= sc.dedg.get(g.feature(s)).copied().unwrap_or(T::ZERO);
             }
-            if g.kind.is_angular() {
-                angular::backprop(&g, &lanes, &mut cache, mult, &mut sink);
-            } else {
-                radial::backprop(&g, &lanes, mult, &mut sink);
-            }
+            descriptor::backprop(&g, &lanes, &mut cache, self.zs(), mult, &mut sink);
         }
         Ok(energy)
     }

@@ -495,10 +495,13 @@ impl<'w, T: Real> CellList<'w, T> {
                     let hi = self.cell_start.get(id + 1).copied().unwrap_or(0) as usize;
                     for &j in self.order.get(lo..hi).unwrap_or(&[]) {
                         let pj = self.wrapped(j as usize);
+                        // Numerical guard: (r_j − r_i) first, then the image shift. When the
+                        // image is a neighbour the two nearly cancel, which is exact (Sterbenz),
+                        // so only one rounding of size ~ulp(cell) remains instead of three.
                         let d = [
-                            pj[0] + shift[0] - pi[0],
-                            pj[1] + shift[1] - pi[1],
-                            pj[2] + shift[2] - pi[2],
+                            (pj[0] - pi[0]) + shift[0],
+                            (pj[1] - pi[1]) + shift[1],
+                            (pj[2] - pi[2]) + shift[2],
                         ];
                         let r2 = d[0] * d[0] + d[1] * d[1] + d[2] * d[2];
                         if r2 > self.rc2 {

@@ -10,7 +10,7 @@
 //! | per atom (wrapped positions; cell and order) | 3 | 2 |
 //! | per cell (at most N + 27 cells) | — | 1 |
 //! | per neighbour slot (geometry, gradient, cutoff cache, staging) | 12 | 3 |
-//! | per model (features, scaled, dE/dG, two group lanes; activations and derivatives; two back-prop rows) | 5F + 2S + 2W | — |
+//! | per model (features, scaled, dE/dG, three group lanes; activations and derivatives; two back-prop rows) | 6F + 2S + 2W | — |
 //!
 //! So f64 needs 24 + 8 + 4 = 36 bytes per atom and 12·8 + 12 = 108 bytes per neighbour slot;
 //! f32 needs 24 and 60. The full descriptor Jacobian dG/dr is never stored by
@@ -40,7 +40,7 @@ pub struct WorkspaceSize {
 impl WorkspaceSize {
     /// Sizes for a model with dimensions `dims`, `atoms` atoms and `neighbors` slots per atom.
     pub const fn new(dims: &ModelDims, atoms: usize, neighbors: usize) -> Self {
-        let per_model = 5 * dims.max_features + 2 * dims.max_network + 2 * dims.max_width;
+        let per_model = 6 * dims.max_features + 2 * dims.max_network + 2 * dims.max_width;
         WorkspaceSize {
             atoms,
             neighbors,
@@ -67,6 +67,8 @@ pub(crate) struct AtomScratch<'w, T> {
     pub acc: &'w mut [T],
     /// Per-group multipliers (back-propagation) or prefactors.
     pub mult: &'w mut [T],
+    /// Per-group partial sums of one neighbour row (angular values).
+    pub row: &'w mut [T],
     /// Layer outputs, concatenated.
     pub y: &'w mut [T],
     /// Activation derivatives, concatenated.
@@ -121,6 +123,7 @@ impl<'w, T: Real> Workspace<'w, T> {
         let (dedg, rest) = split(rest, f);
         let (acc, rest) = split(rest, f);
         let (mult, rest) = split(rest, f);
+        let (row, rest) = split(rest, f);
         let (y, rest) = split(rest, dims.max_network);
         let (deriv, rest) = split(rest, dims.max_network);
         let (b1, rest) = split(rest, dims.max_width);
@@ -142,6 +145,7 @@ impl<'w, T: Real> Workspace<'w, T> {
                 dedg,
                 acc,
                 mult,
+                row,
                 y,
                 deriv,
                 b1,

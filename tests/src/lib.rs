@@ -49,11 +49,31 @@ pub struct Eval {
 }
 
 /// A two-species (H, O) model whose descriptors cover `kinds` with cutoff `cutoff` (alpha
-/// `alpha`), hidden activation `act`, random weights from `seed`.
+/// `alpha`), hidden activation `act`, random weights from `seed`; polynomial kinds use the
+/// symmetric `p2` compact function.
 pub fn model(
     kinds: &[KindSpec],
     cutoff: CutoffSpec,
     alpha: f64,
+    act: ActivationSpec,
+    seed: u64,
+) -> ModelSpec {
+    model_with(kinds, cutoff, alpha, (CompactSpec::P2, false), act, seed)
+}
+
+/// As [`model`], with the compact-function subtype (core, asymmetric) of the polynomial kinds.
+///
+/// Polynomial functions per neighbour species (pair): radial windows (0, r_c), (1.2, r_c),
+/// (−1, r_c) and (0.5, r_c − 1); angular ones combine r_l ∈ {0, 1, −0.5, 0.3, 0.2} with angular
+/// windows [0°, 180°], [30°, 120°], [90°, 180°], the windows centred at 0° and 180°
+/// [−60°, 60°] and [120°, 240°], and a second cutoff (r_c − 0.7, [45°, 135°]).
+/// Element-weighted features get their scaling divided by Z_max (radial) or Z_max²
+/// (angular), Z_max = 8, to keep the network inputs of order one.
+pub fn model_with(
+    kinds: &[KindSpec],
+    cutoff: CutoffSpec,
+    alpha: f64,
+    compact: (CompactSpec, bool),
     act: ActivationSpec,
     seed: u64,
 ) -> ModelSpec {
@@ -62,6 +82,13 @@ pub fn model(
     let mut species = Vec::new();
     for (sym, z) in [("H", 1u8), ("O", 8u8)] {
         let mut d = Vec::new();
+        let base = DescriptorSpec {
+            cutoff,
+            alpha,
+            subtype: compact.0,
+            asymmetric: compact.1,
+            ..DescriptorSpec::default()
+        };
         let mut add = |kind, e1, e2, eta: f64, rs: f64, zeta: f64, lambda: f64, rc: f64| {
             d.push(DescriptorSpec {
                 kind,
@@ -72,12 +99,62 @@ pub fn model(
                 zeta,
                 lambda,
                 rc,
-                cutoff,
-                alpha,
+                ..base
+            })
+        };
+        let mut poly = Vec::new();
+        let mut add_poly = |kind, e1, e2, rl: f64, rc: f64, angles: (f64, f64)| {
+            poly.push(DescriptorSpec {
+                kind,
+                e1,
+                e2,
+                rl,
+                rc,
+                angle_left: angles.0,
+                angle_right: angles.1,
+                ..base
             })
         };
         for &kind in kinds {
+            let weighted = kind.is_weighted();
+            let singles: &[usize] = if weighted { &[0] } else { &[0, 1] };
+            let pairs: &[(usize, usize)] = if weighted {
+                &[(0, 0)]
+            } else {
+                &[(0, 0), (0, 1), (1, 1)]
+            };
             match kind {
+                KindSpec::WeightedRadial => {
+                    add(kind, 0, 0, 0.5, 0.0, 1.0, 1.0, rc);
+                    add(kind, 0, 0, 1.5, 1.1, 1.0, 1.0, rc);
+                    add(kind, 0, 0, 0.8, 0.9, 1.0, 1.0, rc - 1.0);
+                }
+                KindSpec::WeightedNarrow => {
+                    add(kind, 0, 0, 0.2, 0.0, 1.0, 1.0, rc);
+                    add(kind, 0, 0, 0.1, 0.5, 2.5, -1.0, rc);
+                    add(kind, 0, 0, 0.05, 0.0, 4.0, 1.0, rc - 0.7);
+                }
+                KindSpec::PolyRadial | KindSpec::WeightedPolyRadial => {
+                    for &e in singles {
+                        add_poly(kind, e, 0, 0.0, rc, (0.0, 180.0));
+                        add_poly(kind, e, 0, 1.2, rc, (0.0, 180.0));
+                        add_poly(kind, e, 0, -1.0, rc, (0.0, 180.0));
+                        add_poly(kind, e, 0, 0.5, rc - 1.0, (0.0, 180.0));
+                    }
+                }
+                KindSpec::PolyNarrow
+                | KindSpec::PolyWide
+                | KindSpec::WeightedPolyNarrow
+                | KindSpec::WeightedPolyWide => {
+                    for &(a, b) in pairs {
+                        add_poly(kind, a, b, 0.0, rc, (0.0, 180.0));
+                        add_poly(kind, b, a, 1.0, rc, (30.0, 120.0));
+                        add_poly(kind, a, b, -0.5, rc, (90.0, 180.0));
+                        add_poly(kind, a, b, 0.3, rc, (-60.0, 60.0));
+                        add_poly(kind, a, b, 0.2, rc, (120.0, 240.0));
+                        add_poly(kind, a, b, 0.0, rc - 0.7, (45.0, 135.0));
+                    }
+                }
                 KindSpec::G2 => {
                     for e in 0..2 {
                         add(kind, e, 0, 0.5, 0.0, 1.0, 1.0, rc);
@@ -95,12 +172,21 @@ pub fn model(
                 }
             }
         }
+        d.append(&mut poly);
         let nf = d.len();
-        let scaling = (0..nf)
-            .map(|_| Affine {
-                sub: rng.uniform() * 0.3,
-                mul: 0.5 + rng.uniform(),
-                add: rng.symmetric(0.2),
+        let scaling = d
+            .iter()
+            .map(|f| {
+                let zmax: f64 = match (f.kind.is_weighted(), f.kind.is_angular()) {
+                    (false, _) => 1.0,
+                    (true, false) => 8.0,
+                    (true, true) => 64.0,
+                };
+                Affine {
+                    sub: rng.uniform() * 0.3,
+                    mul: (0.5 + rng.uniform()) / zmax,
+                    add: rng.symmetric(0.2),
+                }
             })
             .collect();
         let layers = vec![
@@ -169,7 +255,7 @@ pub fn eval_core<T: Real>(bytes: &[u8], s: &Sys) -> Result<Eval, String> {
         pbc: c.pbc,
     });
     let mut forces = vec![[T::ZERO; 3]; n];
-    let mut energies = vec![T::ZERO; n];
+    let mut energies = vec![0.0f64; n];
     let sys = System {
         positions: &pos,
         species: &s.species,
@@ -187,7 +273,7 @@ pub fn eval_core<T: Real>(bytes: &[u8], s: &Sys) -> Result<Eval, String> {
         .map_err(|e| e.to_string())?;
     Ok(Eval {
         energy: r.energy,
-        energies: energies.iter().map(|e| e.to_f64()).collect(),
+        energies,
         forces: forces.iter().map(|f| f.map(|x| x.to_f64())).collect(),
         virial: r.virial,
     })
@@ -337,10 +423,53 @@ pub fn brute_neighbors(s: &Sys, rc: f64) -> Vec<Vec<(usize, usize, [f64; 3])>> {
     out
 }
 
+/// The core functions of the compact functions as `../shared/N2P2-FORMAT.md` writes them
+/// (expanded), for [`compact_core_ref`]'s self-check.
+pub fn compact_core_expanded(sub: CompactSpec, x: f64) -> f64 {
+    match sub {
+        CompactSpec::P1 => (2.0 * x - 3.0) * x * x + 1.0,
+        CompactSpec::P2 => ((15.0 - 6.0 * x) * x - 10.0) * x.powi(3) + 1.0,
+        CompactSpec::P3 => (x * (x * (20.0 * x - 70.0) + 84.0) - 35.0) * x.powi(4) + 1.0,
+        CompactSpec::P4 => {
+            (x * (x * ((315.0 - 70.0 * x) * x - 540.0) + 420.0) - 126.0) * x.powi(5) + 1.0
+        }
+        CompactSpec::E => (1.0 - 1.0 / (1.0 - x * x)).exp(),
+    }
+}
+
+/// The same cores factored at x = 1, (1 − x)^k·p(x): identical polynomials (checked against
+/// [`compact_core_expanded`] in the tests), but without the expanded forms' cancellation, whose
+/// absolute error (up to ~1e-13 for p4) would swamp a 1e-12 comparison of summed features.
+pub fn compact_core_ref(sub: CompactSpec, x: f64) -> f64 {
+    let y = 1.0 - x;
+    match sub {
+        CompactSpec::P1 => y * y * (1.0 + 2.0 * x),
+        CompactSpec::P2 => y.powi(3) * (1.0 + 3.0 * x + 6.0 * x * x),
+        CompactSpec::P3 => y.powi(4) * (1.0 + 4.0 * x + 10.0 * x * x + 20.0 * x.powi(3)),
+        CompactSpec::P4 => {
+            y.powi(5) * (1.0 + 5.0 * x + 15.0 * x * x + 35.0 * x.powi(3) + 70.0 * x.powi(4))
+        }
+        CompactSpec::E => (1.0 - 1.0 / (1.0 - x * x)).exp(),
+    }
+}
+
+/// C(a; left, right): centre (left + right)/2, w = (right − left)/2, x = |a − centre|/w; core(x),
+/// or core((2 − x)x) when `asymmetric`; 0 for x ≥ 1.
+pub fn compact_ref(sub: CompactSpec, asymmetric: bool, left: f64, right: f64, a: f64) -> f64 {
+    let centre = (left + right) / 2.0;
+    let w = (right - left) / 2.0;
+    let x = (a - centre).abs() / w;
+    if x >= 1.0 {
+        return 0.0;
+    }
+    compact_core_ref(sub, if asymmetric { (2.0 - x) * x } else { x })
+}
+
 /// Raw descriptors of every atom by the reference formulas.
 pub fn reference_descriptors(spec: &ModelSpec, s: &Sys) -> Vec<Vec<f64>> {
     let nbs = brute_neighbors(s, spec.cutoff());
     let norm = |d: [f64; 3]| (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt();
+    let z = |e: usize| f64::from(spec.species[e].z);
     nbs.iter()
         .zip(&s.species)
         .map(|(nb, &sp)| {
@@ -350,52 +479,90 @@ pub fn reference_descriptors(spec: &ModelSpec, s: &Sys) -> Vec<Vec<f64>> {
                 .map(|d| {
                     let fc = |r: f64| cutoff_ref(d.cutoff, d.alpha, d.rc, r);
                     let gauss = |r: f64| (-d.eta * (r - d.rs).powi(2)).exp();
-                    match d.kind {
-                        KindSpec::G2 => nb
-                            .iter()
-                            .filter(|(e, _, _)| *e == d.e1)
-                            .map(|(_, _, v)| {
-                                let r = norm(*v);
-                                if r < d.rc {
-                                    gauss(r) * fc(r)
-                                } else {
-                                    0.0
-                                }
-                            })
-                            .sum(),
-                        _ => {
-                            let mut g = 0.0;
-                            for j in 0..nb.len() {
-                                for k in j + 1..nb.len() {
-                                    let (ej, _, vj) = nb[j];
-                                    let (ek, _, vk) = nb[k];
-                                    let pair_ok =
-                                        (ej == d.e1 && ek == d.e2) || (ej == d.e2 && ek == d.e1);
-                                    if !pair_ok {
-                                        continue;
-                                    }
-                                    let (rij, rik) = (norm(vj), norm(vk));
-                                    if rij >= d.rc || rik >= d.rc {
-                                        continue;
-                                    }
-                                    let cos = (vj[0] * vk[0] + vj[1] * vk[1] + vj[2] * vk[2])
-                                        / (rij * rik);
-                                    let base = 1.0 + d.lambda * cos;
-                                    let p = if base > 0.0 { base.powf(d.zeta) } else { 0.0 };
-                                    let mut t = p * gauss(rij) * gauss(rik) * fc(rij) * fc(rik);
-                                    if d.kind == KindSpec::G4 {
-                                        let rjk =
-                                            norm([vk[0] - vj[0], vk[1] - vj[1], vk[2] - vj[2]]);
-                                        if rjk >= d.rc {
-                                            continue;
-                                        }
-                                        t *= gauss(rjk) * fc(rjk);
-                                    }
-                                    g += t;
-                                }
+                    // Polynomial kinds: radial compact function on (rl, rc) (with the subtype's
+                    // asymmetry), angular one on the window in radians (always symmetric).
+                    let crad = |r: f64| compact_ref(d.subtype, d.asymmetric, d.rl, d.rc, r);
+                    let (al, ar) = (
+                        d.angle_left * std::f64::consts::PI / 180.0,
+                        d.angle_right * std::f64::consts::PI / 180.0,
+                    );
+                    let cang = |t: f64| compact_ref(d.subtype, false, al, ar, t);
+                    let weighted = d.kind.is_weighted();
+                    if !d.kind.is_angular() {
+                        let mut g = 0.0;
+                        for &(e, _, v) in nb {
+                            if !weighted && e != d.e1 {
+                                continue;
                             }
-                            2f64.powf(1.0 - d.zeta) * g
+                            let r = norm(v);
+                            let w = if weighted { z(e) } else { 1.0 };
+                            if d.kind.is_polynomial() {
+                                if d.rl < r && r < d.rc {
+                                    g += w * crad(r);
+                                }
+                            } else if r < d.rc {
+                                g += w * gauss(r) * fc(r);
+                            }
                         }
+                        return g;
+                    }
+                    let narrow = matches!(
+                        d.kind,
+                        KindSpec::G4
+                            | KindSpec::WeightedNarrow
+                            | KindSpec::PolyNarrow
+                            | KindSpec::WeightedPolyNarrow
+                    );
+                    let mut g = 0.0;
+                    for j in 0..nb.len() {
+                        for k in j + 1..nb.len() {
+                            let (ej, _, vj) = nb[j];
+                            let (ek, _, vk) = nb[k];
+                            let pair_ok = (ej == d.e1 && ek == d.e2) || (ej == d.e2 && ek == d.e1);
+                            if !weighted && !pair_ok {
+                                continue;
+                            }
+                            let w = if weighted { z(ej) * z(ek) } else { 1.0 };
+                            let (rij, rik) = (norm(vj), norm(vk));
+                            let rjk = norm([vk[0] - vj[0], vk[1] - vj[1], vk[2] - vj[2]]);
+                            let cos = (vj[0] * vk[0] + vj[1] * vk[1] + vj[2] * vk[2]) / (rij * rik);
+                            if rij >= d.rc || rik >= d.rc || (narrow && rjk >= d.rc) {
+                                continue;
+                            }
+                            if d.kind.is_polynomial() {
+                                if rij <= d.rl || rik <= d.rl {
+                                    continue;
+                                }
+                                if narrow && rjk <= d.rl.max(0.0) {
+                                    continue;
+                                }
+                                if cos.abs() >= 1.0 {
+                                    continue;
+                                }
+                                let theta = cos.acos();
+                                if theta < al || theta > ar {
+                                    continue;
+                                }
+                                let mut t = w * crad(rij) * crad(rik) * cang(theta);
+                                if narrow {
+                                    t *= crad(rjk);
+                                }
+                                g += t;
+                            } else {
+                                let base = 1.0 + d.lambda * cos;
+                                let p = if base > 0.0 { base.powf(d.zeta) } else { 0.0 };
+                                let mut t = w * p * gauss(rij) * gauss(rik) * fc(rij) * fc(rik);
+                                if narrow {
+                                    t *= gauss(rjk) * fc(rjk);
+                                }
+                                g += t;
+                            }
+                        }
+                    }
+                    if d.kind.is_polynomial() {
+                        g
+                    } else {
+                        2f64.powf(1.0 - d.zeta) * g
                     }
                 })
                 .collect()
@@ -439,4 +606,85 @@ pub fn reference_energy(spec: &ModelSpec, s: &Sys) -> (f64, Vec<f64>) {
         })
         .collect();
     (per.iter().sum(), per)
+}
+
+/// Max |F − F_fd| / max |F| over all components.
+pub fn force_error(spec: &ModelSpec, s: &Sys) -> f64 {
+    let b = blob(spec, Precision::F64);
+    let e = eval_core::<f64>(b.bytes(), s).unwrap();
+    let h = 1e-5;
+    let mut worst: f64 = 0.0;
+    let fmax = e
+        .forces
+        .iter()
+        .flatten()
+        .fold(0.0f64, |m, x| m.max(x.abs()));
+    assert!(fmax > 1e-3, "forces too small to test: {fmax}");
+    for i in 0..s.pos.len() {
+        for c in 0..3 {
+            let mut p = s.clone();
+            p.pos[i][c] += h;
+            let ep = energy(b.bytes(), &p);
+            p.pos[i][c] -= 2.0 * h;
+            let em = energy(b.bytes(), &p);
+            let fd = -(ep - em) / (2.0 * h);
+            worst = worst.max((fd - e.forces[i][c]).abs());
+        }
+    }
+    worst / fmax
+}
+
+/// Applies x → (I + ε)x to positions and cell vectors, ε = δ e_a e_bᵀ.
+pub fn strained(s: &Sys, a: usize, b: usize, delta: f64) -> Sys {
+    let mut t = s.clone();
+    let apply = |v: &mut [f64; 3]| v[a] += delta * v[b];
+    t.pos.iter_mut().for_each(apply);
+    if let Some(c) = &mut t.cell {
+        c.vectors.iter_mut().for_each(apply);
+    }
+    t
+}
+
+/// Max |W − W_fd| / max |W|.
+pub fn virial_error(spec: &ModelSpec, s: &Sys) -> f64 {
+    let b = blob(spec, Precision::F64);
+    let e = eval_core::<f64>(b.bytes(), s).unwrap();
+    let h = 1e-6;
+    let wmax = e
+        .virial
+        .iter()
+        .flatten()
+        .fold(0.0f64, |m, x| m.max(x.abs()));
+    assert!(wmax > 1e-3, "virial too small to test: {wmax}");
+    let mut worst: f64 = 0.0;
+    for a in 0..3 {
+        for c in 0..3 {
+            let ep = energy(b.bytes(), &strained(s, a, c, h));
+            let em = energy(b.bytes(), &strained(s, a, c, -h));
+            let fd = -(ep - em) / (2.0 * h);
+            worst = worst.max((fd - e.virial[a][c]).abs());
+        }
+    }
+    worst / wmax
+}
+
+/// Raw descriptors of each atom via the core's per-atom API.
+pub fn core_descriptors(bytes: &[u8], s: &Sys) -> Vec<Vec<f64>> {
+    let model = Model::<f64>::from_blob(bytes).unwrap();
+    let size = WorkspaceSize::new(&model.dims(), s.pos.len(), 512);
+    let (mut r, mut i) = (vec![0.0; size.reals], vec![0u32; size.indices]);
+    let mut ws = Workspace::new(&model, s.pos.len(), 512, &mut r, &mut i).unwrap();
+    let sys = System {
+        positions: &s.pos,
+        species: &s.species,
+        cell: s.cell,
+    };
+    let mut out = Vec::new();
+    model
+        .for_each_atom(&sys, &mut ws, |a| -> Result<(), mlff_core::ComputeError> {
+            out.push(a.descriptors()?.to_vec());
+            Ok(())
+        })
+        .unwrap();
+    out
 }

@@ -3,70 +3,18 @@
 
 use mlff_core::Cell;
 use mlff_tests::*;
-use mlff_train::spec::{ActivationSpec, CutoffSpec, KindSpec, ModelSpec};
+use mlff_train::spec::{ActivationSpec, CutoffSpec, KindSpec};
 use mlff_train::writer::Precision;
 
-const ALL_KINDS: [KindSpec; 3] = [KindSpec::G2, KindSpec::G4, KindSpec::G5];
-
-/// Max |F − F_fd| / max |F| over all components.
-fn force_error(spec: &ModelSpec, s: &Sys) -> f64 {
-    let b = blob(spec, Precision::F64);
-    let e = eval_core::<f64>(b.bytes(), s).unwrap();
-    let h = 1e-5;
-    let mut worst: f64 = 0.0;
-    let fmax = e
-        .forces
-        .iter()
-        .flatten()
-        .fold(0.0f64, |m, x| m.max(x.abs()));
-    assert!(fmax > 1e-3, "forces too small to test: {fmax}");
-    for i in 0..s.pos.len() {
-        for c in 0..3 {
-            let mut p = s.clone();
-            p.pos[i][c] += h;
-            let ep = energy(b.bytes(), &p);
-            p.pos[i][c] -= 2.0 * h;
-            let em = energy(b.bytes(), &p);
-            let fd = -(ep - em) / (2.0 * h);
-            worst = worst.max((fd - e.forces[i][c]).abs());
-        }
-    }
-    worst / fmax
-}
-
-/// Applies x → (I + ε)x to positions and cell vectors, ε = δ e_a e_bᵀ.
-fn strained(s: &Sys, a: usize, b: usize, delta: f64) -> Sys {
-    let mut t = s.clone();
-    let apply = |v: &mut [f64; 3]| v[a] += delta * v[b];
-    t.pos.iter_mut().for_each(apply);
-    if let Some(c) = &mut t.cell {
-        c.vectors.iter_mut().for_each(apply);
-    }
-    t
-}
-
-/// Max |W − W_fd| / max |W|.
-fn virial_error(spec: &ModelSpec, s: &Sys) -> f64 {
-    let b = blob(spec, Precision::F64);
-    let e = eval_core::<f64>(b.bytes(), s).unwrap();
-    let h = 1e-6;
-    let wmax = e
-        .virial
-        .iter()
-        .flatten()
-        .fold(0.0f64, |m, x| m.max(x.abs()));
-    assert!(wmax > 1e-3, "virial too small to test: {wmax}");
-    let mut worst: f64 = 0.0;
-    for a in 0..3 {
-        for c in 0..3 {
-            let ep = energy(b.bytes(), &strained(s, a, c, h));
-            let em = energy(b.bytes(), &strained(s, a, c, -h));
-            let fd = -(ep - em) / (2.0 * h);
-            worst = worst.max((fd - e.virial[a][c]).abs());
-        }
-    }
-    worst / wmax
-}
+/// The Gaussian kinds (with a cutoff function); the polynomial ones are in
+/// `weighted_polynomial.rs`.
+const ALL_KINDS: [KindSpec; 5] = [
+    KindSpec::G2,
+    KindSpec::G4,
+    KindSpec::G5,
+    KindSpec::WeightedRadial,
+    KindSpec::WeightedNarrow,
+];
 
 fn systems() -> Vec<(&'static str, Sys)> {
     vec![

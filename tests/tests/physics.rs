@@ -166,27 +166,6 @@ fn supercell_energy_is_eight_times() {
     }
 }
 
-/// Raw descriptors of each atom via the core's per-atom API.
-fn core_descriptors(bytes: &[u8], s: &Sys) -> Vec<Vec<f64>> {
-    let model = Model::<f64>::from_blob(bytes).unwrap();
-    let size = WorkspaceSize::new(&model.dims(), s.pos.len(), 512);
-    let (mut r, mut i) = (vec![0.0; size.reals], vec![0u32; size.indices]);
-    let mut ws = Workspace::new(&model, s.pos.len(), 512, &mut r, &mut i).unwrap();
-    let sys = System {
-        positions: &s.pos,
-        species: &s.species,
-        cell: s.cell,
-    };
-    let mut out = Vec::new();
-    model
-        .for_each_atom(&sys, &mut ws, |a| -> Result<(), mlff_core::ComputeError> {
-            out.push(a.descriptors()?.to_vec());
-            Ok(())
-        })
-        .unwrap();
-    out
-}
-
 #[test]
 fn descriptors_match_reference_and_isolated_atom_has_zero() {
     let spec = default_model();
@@ -352,46 +331,55 @@ fn external_neighbor_list_with_ghosts_reproduces_compute() {
 #[test]
 fn jacobian_contracted_with_de_dg_gives_the_forces() {
     // The training path: dG/dd per atom and dE/dG; Σ_f dE/dG_f ∂G_f/∂d_k is ∂E_i/∂d_k.
-    let spec = default_model();
-    let b = blob(&spec, Precision::F64);
-    let s = cluster(9, 3.6, 3);
-    let model = Model::<f64>::from_blob(b.bytes()).unwrap();
-    let cap = 64;
-    let size = WorkspaceSize::new(&model.dims(), s.pos.len(), cap);
-    let (mut r, mut i) = (vec![0.0; size.reals], vec![0u32; size.indices]);
-    let mut ws = Workspace::new(&model, s.pos.len(), cap, &mut r, &mut i).unwrap();
-    let sys = System {
-        positions: &s.pos,
-        species: &s.species,
-        cell: None,
-    };
-    let mut jac = vec![0.0; model.dims().max_features * cap * 3];
-    let mut checked = 0;
-    model
-        .for_each_atom(&sys, &mut ws, |a| -> Result<(), mlff_core::ComputeError> {
-            a.energy(true)?;
-            let dedg = a.energy_gradient().to_vec();
-            a.jacobian(&mut jac)?;
-            for k in 0..a.neighbors().len() {
-                let g = a.neighbors().gradient(k);
-                for c in 0..3 {
-                    let v: f64 = dedg
-                        .iter()
-                        .enumerate()
-                        .map(|(f, w)| w * jac[(f * cap + k) * 3 + c])
-                        .sum();
-                    assert!(
-                        (v - g[c]).abs() <= 1e-12 * (1.0 + g[c].abs()),
-                        "{v} vs {}",
-                        g[c]
-                    );
-                    checked += 1;
+    let all_kinds = model_with(
+        &KindSpec::ALL,
+        CutoffSpec::Cos,
+        0.0,
+        (mlff_train::spec::CompactSpec::P1, true),
+        ActivationSpec::Tanh,
+        11,
+    );
+    for spec in [default_model(), all_kinds] {
+        let b = blob(&spec, Precision::F64);
+        let s = cluster(9, 3.6, 3);
+        let model = Model::<f64>::from_blob(b.bytes()).unwrap();
+        let cap = 64;
+        let size = WorkspaceSize::new(&model.dims(), s.pos.len(), cap);
+        let (mut r, mut i) = (vec![0.0; size.reals], vec![0u32; size.indices]);
+        let mut ws = Workspace::new(&model, s.pos.len(), cap, &mut r, &mut i).unwrap();
+        let sys = System {
+            positions: &s.pos,
+            species: &s.species,
+            cell: None,
+        };
+        let mut jac = vec![0.0; model.dims().max_features * cap * 3];
+        let mut checked = 0;
+        model
+            .for_each_atom(&sys, &mut ws, |a| -> Result<(), mlff_core::ComputeError> {
+                a.energy(true)?;
+                let dedg = a.energy_gradient().to_vec();
+                a.jacobian(&mut jac)?;
+                for k in 0..a.neighbors().len() {
+                    let g = a.neighbors().gradient(k);
+                    for c in 0..3 {
+                        let v: f64 = dedg
+                            .iter()
+                            .enumerate()
+                            .map(|(f, w)| w * jac[(f * cap + k) * 3 + c])
+                            .sum();
+                        assert!(
+                            (v - g[c]).abs() <= 1e-12 * (1.0 + g[c].abs()),
+                            "{v} vs {}",
+                            g[c]
+                        );
+                        checked += 1;
+                    }
                 }
-            }
-            Ok(())
-        })
-        .unwrap();
-    assert!(checked > 50);
+                Ok(())
+            })
+            .unwrap();
+        assert!(checked > 50);
+    }
 }
 
 #[test]

@@ -39,7 +39,7 @@ fn run<T: mlff_core::Real>(blob: &[u8], storage: &mut [T], reals: &mut [T], idx:
     let positions: &[[T; 3]] = opaque(&pos_store[..]);
     let species: &[u8] = opaque(&species_store[..]);
     let mut forces = [[T::ZERO; 3]; 8];
-    let mut energies = [T::ZERO; 8];
+    let mut energies = [0.0f64; 8];
     let cell = if opaque(true) { Some(Cell::orthorhombic(T::ONE, T::ONE, T::ONE)) } else { None };
     if let Ok(mut ws) = Workspace::new(&model, n, nb, reals, idx) {
         let sys = System { positions, species, cell };

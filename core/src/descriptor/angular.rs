@@ -2,13 +2,14 @@
 //!
 //! - G4, narrow (n2p2 type 3): 2^(1−ζ) Σ_{j<k} (1 + λ cos θ_ijk)^ζ
 //!   exp(−η[(r_ij−r_s)² + (r_ik−r_s)² + (r_jk−r_s)²]) f_c(r_ij) f_c(r_ik) f_c(r_jk), with r_jk < rc;
-//! - G5, wide (n2p2 type 9): the same without any r_jk factor or condition.
+//! - G5, wide (n2p2 type 9): the same without any r_jk factor or condition;
+//! - element-weighted narrow (n2p2 type 13): G4 over all unordered neighbour pairs regardless of
+//!   species, each pair weighted by Z_j Z_k (atomic numbers of the neighbours' species).
 //!
 //! ζ is real (≥ 1, checked at load) and λ = ±1; a pair with 1 + λ cos θ ≤ 0 contributes 0.
 //! The prefactor 2^(1−ζ) is applied once per function, not per pair.
 
 use super::{GradSink, Group, Triplet};
-use crate::descriptor::DescriptorKind;
 use crate::math::Real;
 use crate::neighbors::{Lanes, WorkLanes};
 
@@ -32,8 +33,14 @@ pub(crate) fn prefactors<T: Real>(g: &Group<'_, T>, pref: &mut [T]) {
     }
 }
 
-/// Fills the cutoff cache for the slots of the group's species.
-fn cache_cutoffs<T: Real>(g: &Group<'_, T>, nb: &Lanes<'_, T>, work: &mut WorkLanes<'_, T>) {
+/// Fills the cutoff cache for the slots of the group's species (all species for the
+/// element-weighted kind).
+fn cache_cutoffs<T: Real>(
+    g: &Group<'_, T>,
+    nb: &Lanes<'_, T>,
+    zs: &[T],
+    work: &mut WorkLanes<'_, T>,
+) {
     let rc = g.cutoff.rc();
     let mut fill = |range: core::ops::Range<usize>| {
         let r = nb.r.get(range.clone()).unwrap_or(&[]);
@@ -47,61 +54,80 @@ fn cache_cutoffs<T: Real>(g: &Group<'_, T>, nb: &Lanes<'_, T>, work: &mut WorkLa
             };
         }
     };
-    fill(nb.range(g.e1));
-    if g.e2 != g.e1 {
-        fill(nb.range(g.e2));
+    if g.kind.is_weighted() {
+        (0..zs.len()).for_each(|e| fill(nb.range(e)));
+    } else {
+        fill(nb.range(g.e1));
+        if g.e2 != g.e1 {
+            fill(nb.range(g.e2));
+        }
     }
 }
 
-/// Visits each unordered neighbour pair (j, k) of the group's species with both r < rc (and,
-/// for the narrow kind, r_jk < rc), passing the geometry and the cutoff products.
+/// Visits each unordered neighbour pair (j, k) of the group with both r < rc (and, for the narrow
+/// kinds, r_jk < rc), passing the geometry, r_jk (narrow kinds; 0 otherwise) and the pair weight:
+/// 1 for pairs of the group's species {e1, e2}, Z_j·Z_k over all pairs of known species for the
+/// element-weighted kinds. Shared by the Gaussian and the polynomial angular kernels.
 #[inline(always)]
-fn for_each_triplet<T: Real>(
+pub(crate) fn for_each_triplet<T: Real>(
     g: &Group<'_, T>,
     nb: &Lanes<'_, T>,
-    fc: &[T],
-    dfc: &[T],
-    mut visit: impl FnMut(&Triplet<T>, T, [T; 3], [T; 3]),
+    zs: &[T],
+    mut visit: impl FnMut(&Triplet<T>, T, T),
+) {
+    if g.kind.is_weighted() {
+        // Every unordered pair of species blocks (a ≤ b), with its weight Z_a·Z_b.
+        for (a, &za) in zs.iter().enumerate() {
+            for (b, &zb) in zs.iter().enumerate().skip(a) {
+                pair_block(g, nb, a, b, za * zb, &mut visit);
+            }
+        }
+    } else {
+        pair_block(g, nb, g.e1, g.e2, T::ONE, &mut visit);
+    }
+}
+
+/// The pairs (j of species e1, k of species e2), j < k when e1 = e2, for [`for_each_triplet`].
+#[inline(always)]
+fn pair_block<T: Real>(
+    g: &Group<'_, T>,
+    nb: &Lanes<'_, T>,
+    e1: usize,
+    e2: usize,
+    weight: T,
+    visit: &mut impl FnMut(&Triplet<T>, T, T),
 ) {
     let rc = g.cutoff.rc();
-    let narrow = g.kind == DescriptorKind::AngularNarrow;
-    let r1 = nb.range(g.e1);
-    let r2 = nb.range(g.e2);
-    let same = g.e1 == g.e2;
+    let narrow = g.kind.is_narrow();
+    let r1 = nb.range(e1);
+    let r2 = nb.range(e2);
+    let same = e1 == e2;
     for j in r1 {
         let Some((dj, rij)) = nb.get(j) else { continue };
         if rij >= rc {
             continue;
         }
-        let (fj, dfj) = (
-            fc.get(j).copied().unwrap_or(T::ZERO),
-            dfc.get(j).copied().unwrap_or(T::ZERO),
-        );
+        let ij = T::ONE / rij;
+        let uj = [dj[0] * ij, dj[1] * ij, dj[2] * ij];
         let k0 = if same { j + 1 } else { r2.start };
         for k in k0..r2.end {
             let Some((dk, rik)) = nb.get(k) else { continue };
             if rik >= rc {
                 continue;
             }
-            let (fk, dfk) = (
-                fc.get(k).copied().unwrap_or(T::ZERO),
-                dfc.get(k).copied().unwrap_or(T::ZERO),
-            );
-            let djk = [dk[0] - dj[0], dk[1] - dj[1], dk[2] - dj[2]];
-            let (rjk, fjk, dfjk, ujk) = if narrow {
+            let (rjk, ujk) = if narrow {
+                let djk = [dk[0] - dj[0], dk[1] - dj[1], dk[2] - dj[2]];
                 let rjk = (djk[0] * djk[0] + djk[1] * djk[1] + djk[2] * djk[2]).sqrt();
                 if rjk >= rc {
                     continue;
                 }
-                let (f, df) = g.cutoff.eval(rjk);
                 // rjk > 0: two distinct neighbour slots never coincide (overlaps are rejected).
                 let inv = T::ONE / rjk;
-                (rjk, f, df, [djk[0] * inv, djk[1] * inv, djk[2] * inv])
+                (rjk, [djk[0] * inv, djk[1] * inv, djk[2] * inv])
             } else {
-                (T::ZERO, T::ONE, T::ZERO, [T::ZERO; 3])
+                (T::ZERO, [T::ZERO; 3])
             };
-            let (ij, ik) = (T::ONE / rij, T::ONE / rik);
-            let uj = [dj[0] * ij, dj[1] * ij, dj[2] * ij];
+            let ik = T::ONE / rik;
             let uk = [dk[0] * ik, dk[1] * ik, dk[2] * ik];
             let cos = uj[0] * uk[0] + uj[1] * uk[1] + uj[2] * uk[2];
             let tri = Triplet {
@@ -114,22 +140,79 @@ fn for_each_triplet<T: Real>(
                 rik,
                 cos,
             };
-            visit(&tri, rjk, [fj, fk, fjk], [dfj, dfk, dfjk]);
+            visit(&tri, rjk, weight);
         }
     }
 }
 
-/// Adds the group's values (without the 2^(1−ζ) prefactor) into `acc`.
+/// Cached (f_c, f_c′) of slot `k`.
+#[inline(always)]
+fn cached<T: Real>(fc: &[T], dfc: &[T], k: usize) -> (T, T) {
+    (
+        fc.get(k).copied().unwrap_or(T::ZERO),
+        dfc.get(k).copied().unwrap_or(T::ZERO),
+    )
+}
+
+/// Partial sums per neighbour row j: terms are summed into `row` while j stays the same and
+/// added to `acc` when it changes (two-level summation, so that f32 keeps its accuracy over
+/// many pairs). `flush` must be called once more after the last pair.
+pub(crate) struct RowSums<'s, T> {
+    acc: &'s mut [T],
+    row: &'s mut [T],
+    j: usize,
+}
+
+impl<'s, T: Real> RowSums<'s, T> {
+    /// Starts with `row` zeroed.
+    pub fn new(acc: &'s mut [T], row: &'s mut [T]) -> Self {
+        row.iter_mut().for_each(|x| *x = T::ZERO);
+        RowSums {
+            acc,
+            row,
+            j: usize::MAX,
+        }
+    }
+
+    /// The row for pair (j, ·), flushing the previous row when j changed.
+    #[inline(always)]
+    pub fn row(&mut self, j: usize) -> &mut [T] {
+        if j != self.j {
+            self.flush();
+            self.j = j;
+        }
+        self.row
+    }
+
+    /// Adds the pending row into the totals.
+    pub fn flush(&mut self) {
+        for (a, r) in self.acc.iter_mut().zip(self.row.iter_mut()) {
+            *a += *r;
+            *r = T::ZERO;
+        }
+    }
+}
+
+/// Adds the group's values (without the 2^(1−ζ) prefactor) into `acc`; `row` is scratch of
+/// the group's size (see [`RowSums`]).
 pub(crate) fn values<T: Real>(
     g: &Group<'_, T>,
     nb: &Lanes<'_, T>,
     work: &mut WorkLanes<'_, T>,
+    zs: &[T],
     acc: &mut [T],
+    row: &mut [T],
 ) {
-    cache_cutoffs(g, nb, work);
+    cache_cutoffs(g, nb, zs, work);
+    let (fc, dfc) = (&*work.fc, &*work.dfc);
+    let narrow = g.kind.is_narrow();
     let (eta, rs, zeta, lambda) = (g.lane(0), g.lane(1), g.lane(2), g.lane(3));
-    for_each_triplet(g, nb, work.fc, work.dfc, |t, rjk, f, _| {
-        let fprod = f[0] * f[1] * f[2];
+    let mut sums = RowSums::new(acc, row);
+    for_each_triplet(g, nb, zs, |t, rjk, w| {
+        let acc = sums.row(t.j);
+        let (fj, fk) = (cached(fc, dfc, t.j).0, cached(fc, dfc, t.k).0);
+        let fjk = if narrow { g.cutoff.eval(rjk).0 } else { T::ONE };
+        let fprod = fj * fk * fjk * w;
         let lanes = eta.iter().zip(rs).zip(zeta).zip(lambda);
         for (a, (((&e, &r0), &z), &l)) in acc.iter_mut().zip(lanes) {
             let base = T::ONE + l * t.cos;
@@ -138,13 +221,14 @@ pub(crate) fn values<T: Real>(
             }
             let (xj, xk) = (t.rij - r0, t.rik - r0);
             let mut q = xj * xj + xk * xk;
-            if g.kind == DescriptorKind::AngularNarrow {
+            if narrow {
                 let xjk = rjk - r0;
                 q += xjk * xjk;
             }
             *a += pow_zeta_m1(base, z) * base * (-e * q).exp() * fprod;
         }
     });
+    sums.flush();
 }
 
 /// Back-propagates multipliers `m` (one per function, prefactor included) into `sink`.
@@ -152,16 +236,25 @@ pub(crate) fn backprop<T: Real, S: GradSink<T>>(
     g: &Group<'_, T>,
     nb: &Lanes<'_, T>,
     work: &mut WorkLanes<'_, T>,
+    zs: &[T],
     m: &[T],
     sink: &mut S,
 ) {
-    cache_cutoffs(g, nb, work);
-    let narrow = g.kind == DescriptorKind::AngularNarrow;
+    cache_cutoffs(g, nb, zs, work);
+    let (fc, dfc) = (&*work.fc, &*work.dfc);
+    let narrow = g.kind.is_narrow();
     let (eta, rs, zeta, lambda) = (g.lane(0), g.lane(1), g.lane(2), g.lane(3));
-    for_each_triplet(g, nb, work.fc, work.dfc, |t, rjk, f, df| {
+    for_each_triplet(g, nb, zs, |t, rjk, w| {
+        let ((fj, dfj), (fk, dfk)) = (cached(fc, dfc, t.j), cached(fc, dfc, t.k));
+        let (fjk, dfjk) = if narrow {
+            g.cutoff.eval(rjk)
+        } else {
+            (T::ONE, T::ZERO)
+        };
+        let (f, df) = ([fj, fk, fjk], [dfj, dfk, dfjk]);
         sink.triplet_begin(t);
         let lanes = eta.iter().zip(rs).zip(zeta).zip(lambda).zip(m);
-        for (s, ((((&e, &r0), &z), &l), &w)) in lanes.enumerate() {
+        for (s, ((((&e, &r0), &z), &l), &mult)) in lanes.enumerate() {
             let base = T::ONE + l * t.cos;
             if base <= T::ZERO {
                 continue;
@@ -173,8 +266,8 @@ pub(crate) fn backprop<T: Real, S: GradSink<T>>(
                 q += xjk * xjk;
             }
             let pm1 = pow_zeta_m1(base, z);
-            let ex = w * (-e * q).exp();
-            let p = pm1 * base * ex; // m · P · exp
+            let ex = mult * w * (-e * q).exp();
+            let p = pm1 * base * ex; // m · w · P · exp
             let two_e = T::TWO * e;
             // ∂/∂r of f_c(r)·exp(−η(r−r_s)²) divided by exp: f_c′ − 2η(r − r_s) f_c.
             let dj = df[0] - two_e * xj * f[0];

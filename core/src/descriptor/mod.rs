@@ -1,22 +1,36 @@
 //! Atom-centred symmetry functions (ACSF), evaluated in **groups**: all functions of one central
-//! species that share a kind, neighbour species, cutoff radius and cutoff function. A group runs
-//! one neighbour (or neighbour-pair) loop for all its functions, with the cutoff factors computed
-//! once per neighbour and the parameters stored as structure-of-arrays lanes (`eta[n]`, `rs[n]`,
-//! …), so the inner loop runs over contiguous lanes.
+//! species that share a kind, neighbour species, cutoff radius and cutoff (or compact) function. A
+//! group runs one neighbour (or neighbour-pair) loop for all its functions, with the cutoff
+//! factors computed once per neighbour and the parameters stored as structure-of-arrays lanes
+//! (`eta[n]`, `rs[n]`, …), so the inner loop runs over contiguous lanes.
 //!
-//! Kinds (Behler, J. Chem. Phys. 134, 074106 (2011); n2p2 type numbers as codes):
-//! - [`radial`]: G2 = Σ_j exp(−η(r_ij − r_s)²) f_c(r_ij)
-//! - [`angular`]: G4 (narrow, n2p2 type 3) and G5 (wide, n2p2 type 9).
+//! Kinds (n2p2 type numbers as codes; `../shared/N2P2-FORMAT.md` has the exact maths):
+//! - [`radial`]: G2 = Σ_j exp(−η(r_ij − r_s)²) f_c(r_ij) (Behler, J. Chem. Phys. 134, 074106
+//!   (2011)), and its element-weighted twin (type 12, Gastegger et al., J. Chem. Phys. 148,
+//!   241709 (2018)) with a factor Z_j over all neighbours;
+//! - [`angular`]: G4 (narrow, type 3), G5 (wide, type 9) and the element-weighted narrow kind
+//!   (type 13, × Z_j Z_k over all neighbour pairs);
+//! - [`polynomial`]: the compact polynomial functions of Bircher et al., Mach. Learn.: Sci.
+//!   Technol. 2, 035026 (2021): radial (20), narrow (21) and wide (22) angular, and their
+//!   element-weighted twins (23, 24, 25), built from the compact functions of [`compact`].
+//!
+//! "Element-weighted" kinds have no neighbour species: they sum over every neighbour (pair) and
+//! weigh each by the atomic number(s) of its species. The kernels walk the species' slot ranges
+//! in turn with one weight per range (per pair of ranges), so the inner loops stay branch-free.
 //!
 //! The feature-vector layout is described in [`layout`].
 
 pub mod angular;
+pub mod compact;
 pub mod layout;
+pub mod polynomial;
 pub mod radial;
 
 use crate::bytes::{u32_at, u8_at};
 use crate::cutoff::{Cutoff, CutoffKind};
 use crate::math::Real;
+use crate::neighbors::{Lanes, WorkLanes};
+use compact::CompactKind;
 
 /// Kinds of symmetry function (n2p2 type numbers as codes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,17 +46,52 @@ pub enum DescriptorKind {
     /// G5 wide angular, n2p2 type 9. Parameters: η, r_s, ζ, λ.
     #[doc(alias = "G5")]
     AngularWide = 9,
+    /// Element-weighted radial, n2p2 type 12: Σ_j Z_j exp(−η(r_ij − r_s)²) f_c(r_ij) over all
+    /// neighbours. Parameters: η, r_s.
+    #[doc(alias = "wACSF")]
+    RadialWeighted = 12,
+    /// Element-weighted narrow angular, n2p2 type 13: G4 over all neighbour pairs, × Z_j Z_k.
+    /// Parameters: η, r_s, ζ, λ.
+    AngularNarrowWeighted = 13,
+    /// Polynomial radial, n2p2 type 20: Σ_j C(r_ij; r_l, r_c), j of species e1.
+    /// Parameter: r_l.
+    PolyRadial = 20,
+    /// Polynomial narrow angular, n2p2 type 21: Σ_{j<k} C(r_ij) C(r_ik) C(r_jk) A(θ_ijk).
+    /// Parameters: r_l, θ_left, θ_right (radians).
+    PolyAngularNarrow = 21,
+    /// Polynomial wide angular, n2p2 type 22: Σ_{j<k} C(r_ij) C(r_ik) A(θ_ijk).
+    /// Parameters: r_l, θ_left, θ_right (radians).
+    PolyAngularWide = 22,
+    /// Element-weighted polynomial radial, n2p2 type 23: Σ_j Z_j C(r_ij) over all neighbours.
+    /// Parameter: r_l.
+    PolyRadialWeighted = 23,
+    /// Element-weighted polynomial narrow angular, n2p2 type 24: type 21 over all neighbour
+    /// pairs, × Z_j Z_k. Parameters: r_l, θ_left, θ_right (radians).
+    PolyAngularNarrowWeighted = 24,
+    /// Element-weighted polynomial wide angular, n2p2 type 25: type 22 over all neighbour pairs,
+    /// × Z_j Z_k. Parameters: r_l, θ_left, θ_right (radians).
+    PolyAngularWideWeighted = 25,
 }
 
 impl DescriptorKind {
+    /// All kinds, in code order.
+    pub const ALL: [DescriptorKind; 11] = [
+        DescriptorKind::Radial,
+        DescriptorKind::AngularNarrow,
+        DescriptorKind::AngularWide,
+        DescriptorKind::RadialWeighted,
+        DescriptorKind::AngularNarrowWeighted,
+        DescriptorKind::PolyRadial,
+        DescriptorKind::PolyAngularNarrow,
+        DescriptorKind::PolyAngularWide,
+        DescriptorKind::PolyRadialWeighted,
+        DescriptorKind::PolyAngularNarrowWeighted,
+        DescriptorKind::PolyAngularWideWeighted,
+    ];
+
     /// The kind with code `code`.
     pub fn from_code(code: u8) -> Option<Self> {
-        match code {
-            2 => Some(DescriptorKind::Radial),
-            3 => Some(DescriptorKind::AngularNarrow),
-            9 => Some(DescriptorKind::AngularWide),
-            _ => None,
-        }
+        Self::ALL.iter().copied().find(|k| k.code() == code)
     }
 
     /// The code (n2p2 type number).
@@ -50,17 +99,63 @@ impl DescriptorKind {
         self as u8
     }
 
-    /// Parameter lanes per function in the blob (η, r_s [, ζ, λ]).
+    /// Parameter lanes per function in the blob: η, r_s [, ζ, λ] for the Gaussian kinds;
+    /// r_l [, θ_left, θ_right] for the polynomial kinds.
     pub fn n_params(self) -> usize {
+        use DescriptorKind::*;
         match self {
-            DescriptorKind::Radial => 2,
-            DescriptorKind::AngularNarrow | DescriptorKind::AngularWide => 4,
+            Radial | RadialWeighted => 2,
+            AngularNarrow | AngularWide | AngularNarrowWeighted => 4,
+            PolyRadial | PolyRadialWeighted => 1,
+            PolyAngularNarrow
+            | PolyAngularWide
+            | PolyAngularNarrowWeighted
+            | PolyAngularWideWeighted => 3,
         }
     }
 
-    /// True for kinds that take a second neighbour species.
+    /// True for the three-body kinds (sums over neighbour pairs).
     pub fn is_angular(self) -> bool {
-        !matches!(self, DescriptorKind::Radial)
+        use DescriptorKind::*;
+        !matches!(
+            self,
+            Radial | RadialWeighted | PolyRadial | PolyRadialWeighted
+        )
+    }
+
+    /// True for the element-weighted kinds (12, 13, 23, 24, 25): no neighbour species, every
+    /// neighbour weighted by its atomic number.
+    pub fn is_weighted(self) -> bool {
+        use DescriptorKind::*;
+        matches!(
+            self,
+            RadialWeighted
+                | AngularNarrowWeighted
+                | PolyRadialWeighted
+                | PolyAngularNarrowWeighted
+                | PolyAngularWideWeighted
+        )
+    }
+
+    /// True for the polynomial kinds (20–25): compact functions instead of the cutoff function
+    /// (the group's cutoff byte holds a [`CompactKind`] code).
+    pub fn is_polynomial(self) -> bool {
+        self.code() >= 20
+    }
+
+    /// True for the narrow angular kinds (3, 13, 21, 24), which include the r_jk factor and need
+    /// r_jk < r_c.
+    pub fn is_narrow(self) -> bool {
+        use DescriptorKind::*;
+        matches!(
+            self,
+            AngularNarrow | AngularNarrowWeighted | PolyAngularNarrow | PolyAngularNarrowWeighted
+        )
+    }
+
+    /// True for the kinds with ζ and the prefactor 2^(1−ζ) (3, 9, 13).
+    pub fn has_zeta(self) -> bool {
+        self.is_angular() && !self.is_polynomial()
     }
 }
 
@@ -71,8 +166,12 @@ pub const GROUP_RECORD: usize = 24;
 #[derive(Clone, Copy)]
 pub(crate) struct Group<'a, T> {
     pub kind: DescriptorKind,
+    /// The cutoff function (Gaussian kinds); for the polynomial kinds only its radius is used.
     pub cutoff: Cutoff<T>,
-    /// Neighbour species (first and second; the second equals the first for radial kinds).
+    /// The compact-function subtype (polynomial kinds only).
+    pub compact: Option<CompactKind>,
+    /// Neighbour species (first and second; the second equals the first for radial kinds;
+    /// unused by the element-weighted kinds).
     pub e1: usize,
     pub e2: usize,
     /// Functions in the group.
@@ -88,7 +187,12 @@ impl<'a, T: Real> Group<'a, T> {
     pub fn decode(groups: &[u8], index: &'a [u8], reals: &'a [T], g: usize) -> Option<Self> {
         let base = g.checked_mul(GROUP_RECORD)?;
         let kind = DescriptorKind::from_code(u8_at(groups, base)?)?;
-        let cutoff_kind = CutoffKind::from_code(u8_at(groups, base + 1)?)?;
+        let code = u8_at(groups, base + 1)?;
+        let (cutoff_kind, compact) = if kind.is_polynomial() {
+            (CutoffKind::Hard, Some(CompactKind::from_code(code)?))
+        } else {
+            (CutoffKind::from_code(code)?, None)
+        };
         let e1 = usize::from(u8_at(groups, base + 2)?);
         let e2 = usize::from(u8_at(groups, base + 3)?);
         let n = u32_at(groups, base + 4)? as usize;
@@ -102,6 +206,7 @@ impl<'a, T: Real> Group<'a, T> {
         Some(Group {
             kind,
             cutoff: Cutoff::new(cutoff_kind, rc, alpha),
+            compact,
             e1,
             e2: if kind.is_angular() { e2 } else { e1 },
             n,
@@ -121,6 +226,83 @@ impl<'a, T: Real> Group<'a, T> {
     #[inline(always)]
     pub fn feature(&self, s: usize) -> usize {
         u32_at(self.out, 4 * s).unwrap_or(0) as usize
+    }
+}
+
+/// The neighbour-slot blocks a radial group sums over, each with its weight: the slots of its
+/// neighbour species with weight 1, or, for the element-weighted kinds, the slots of every
+/// species s < `zs.len()` with weight Z_s = `zs[s]`. Slots of species the model does not know
+/// (an external neighbour list may hold them) are never visited.
+#[inline(always)]
+pub(crate) fn radial_blocks<'x, T: Real>(
+    g: &Group<'_, T>,
+    nb: &'x Lanes<'_, T>,
+    zs: &'x [T],
+) -> impl Iterator<Item = (core::ops::Range<usize>, T)> + 'x {
+    let weighted = g.kind.is_weighted();
+    let (lo, hi) = if weighted {
+        (0, zs.len())
+    } else {
+        (g.e1, g.e1.saturating_add(1))
+    };
+    (lo..hi).map(move |e| {
+        let w = if weighted {
+            zs.get(e).copied().unwrap_or(T::ZERO)
+        } else {
+            T::ONE
+        };
+        (nb.range(e), w)
+    })
+}
+
+/// Per-function multipliers applied after the sum: 2^(1−ζ) for the kinds with ζ, 1 otherwise.
+pub(crate) fn prefactors<T: Real>(g: &Group<'_, T>, out: &mut [T]) {
+    if g.kind.has_zeta() {
+        angular::prefactors(g, out);
+    } else {
+        out.iter_mut().for_each(|m| *m = T::ONE);
+    }
+}
+
+/// Adds the values of group `g` (prefactors included) into `acc` (one per function). `zs` holds
+/// the atomic number of each species of the model; `pref` and `row` are scratch of the group's
+/// size.
+pub(crate) fn values<T: Real>(
+    g: &Group<'_, T>,
+    nb: &Lanes<'_, T>,
+    work: &mut WorkLanes<'_, T>,
+    zs: &[T],
+    acc: &mut [T],
+    pref: &mut [T],
+    row: &mut [T],
+) {
+    match (g.kind.is_polynomial(), g.kind.is_angular()) {
+        (true, true) => polynomial::angular_values(g, nb, zs, acc, row),
+        (true, false) => polynomial::radial_values(g, nb, zs, acc),
+        (false, true) => {
+            angular::values(g, nb, work, zs, acc, row);
+            angular::prefactors(g, pref);
+            acc.iter_mut().zip(pref.iter()).for_each(|(a, &p)| *a *= p);
+        }
+        (false, false) => radial::values(g, nb, zs, acc),
+    }
+}
+
+/// Back-propagates multipliers `m` (one per function, prefactors included; see
+/// [`prefactors`]) through group `g` into `sink`.
+pub(crate) fn backprop<T: Real, S: GradSink<T>>(
+    g: &Group<'_, T>,
+    nb: &Lanes<'_, T>,
+    work: &mut WorkLanes<'_, T>,
+    zs: &[T],
+    m: &[T],
+    sink: &mut S,
+) {
+    match (g.kind.is_polynomial(), g.kind.is_angular()) {
+        (true, true) => polynomial::angular_backprop(g, nb, zs, m, sink),
+        (true, false) => polynomial::radial_backprop(g, nb, zs, m, sink),
+        (false, true) => angular::backprop(g, nb, work, zs, m, sink),
+        (false, false) => radial::backprop(g, nb, zs, m, sink),
     }
 }
 

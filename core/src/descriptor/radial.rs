@@ -1,26 +1,32 @@
-//! Radial symmetry functions G2 (n2p2 type 2):
-//! G2_i = Σ_j exp(−η (r_ij − r_s)²) f_c(r_ij), over neighbours j of one species with r_ij < rc.
+//! Radial symmetry functions with a Gaussian and a cutoff function:
 //!
-//! dG2/dr_ij = exp(−η (r_ij − r_s)²) [f_c′(r_ij) − 2η (r_ij − r_s) f_c(r_ij)].
+//! - G2 (n2p2 type 2): G_i = Σ_j exp(−η (r_ij − r_s)²) f_c(r_ij), over neighbours j of one
+//!   species with r_ij < r_c;
+//! - element-weighted (n2p2 type 12): G_i = Σ_j Z_j exp(−η (r_ij − r_s)²) f_c(r_ij), over all
+//!   neighbours with r_ij < r_c, Z_j the atomic number of j's species.
+//!
+//! dG/dr_ij = w_j exp(−η (r_ij − r_s)²) [f_c′(r_ij) − 2η (r_ij − r_s) f_c(r_ij)], w_j = 1 or Z_j.
 
-use super::{GradSink, Group};
+use super::{radial_blocks, GradSink, Group};
 use crate::math::Real;
 use crate::neighbors::Lanes;
 
 /// Adds the group's values into `acc` (one lane per function).
 #[inline]
-pub(crate) fn values<T: Real>(g: &Group<'_, T>, nb: &Lanes<'_, T>, acc: &mut [T]) {
+pub(crate) fn values<T: Real>(g: &Group<'_, T>, nb: &Lanes<'_, T>, zs: &[T], acc: &mut [T]) {
     let (eta, rs) = (g.lane(0), g.lane(1));
     let rc = g.cutoff.rc();
-    for &r in nb.r.get(nb.range(g.e1)).unwrap_or(&[]) {
-        // Strict cutoff as in n2p2: a neighbour at exactly rc contributes nothing.
-        if r >= rc {
-            continue;
-        }
-        let (fc, _) = g.cutoff.eval(r);
-        for ((a, &e), &s) in acc.iter_mut().zip(eta).zip(rs) {
-            let d = r - s;
-            *a += (-e * d * d).exp() * fc;
+    for (range, w) in radial_blocks(g, nb, zs) {
+        for &r in nb.r.get(range).unwrap_or(&[]) {
+            // Strict cutoff as in n2p2: a neighbour at exactly rc contributes nothing.
+            if r >= rc {
+                continue;
+            }
+            let fc = g.cutoff.eval(r).0 * w;
+            for ((a, &e), &s) in acc.iter_mut().zip(eta).zip(rs) {
+                let d = r - s;
+                *a += (-e * d * d).exp() * fc;
+            }
         }
     }
 }
@@ -30,24 +36,28 @@ pub(crate) fn values<T: Real>(g: &Group<'_, T>, nb: &Lanes<'_, T>, acc: &mut [T]
 pub(crate) fn backprop<T: Real, S: GradSink<T>>(
     g: &Group<'_, T>,
     nb: &Lanes<'_, T>,
+    zs: &[T],
     m: &[T],
     sink: &mut S,
 ) {
     let (eta, rs) = (g.lane(0), g.lane(1));
     let rc = g.cutoff.rc();
-    for j in nb.range(g.e1) {
-        let Some((d, r)) = nb.get(j) else { continue };
-        if r >= rc {
-            continue;
+    for (range, w) in radial_blocks(g, nb, zs) {
+        for j in range {
+            let Some((d, r)) = nb.get(j) else { continue };
+            if r >= rc {
+                continue;
+            }
+            let (fc, dfc) = g.cutoff.eval(r);
+            let (fc, dfc) = (fc * w, dfc * w);
+            let inv = T::ONE / r;
+            sink.pair_begin(j, [d[0] * inv, d[1] * inv, d[2] * inv]);
+            for (s, ((&e, &r0), &mult)) in eta.iter().zip(rs).zip(m).enumerate() {
+                let x = r - r0;
+                let ex = (-e * x * x).exp();
+                sink.pair_term(s, mult * ex * (dfc - T::TWO * e * x * fc));
+            }
+            sink.pair_end();
         }
-        let (fc, dfc) = g.cutoff.eval(r);
-        let inv = T::ONE / r;
-        sink.pair_begin(j, [d[0] * inv, d[1] * inv, d[2] * inv]);
-        for (s, ((&e, &r0), &w)) in eta.iter().zip(rs).zip(m).enumerate() {
-            let x = r - r0;
-            let ex = (-e * x * x).exp();
-            sink.pair_term(s, w * ex * (dfc - T::TWO * e * x * fc));
-        }
-        sink.pair_end();
     }
 }
