@@ -6,6 +6,7 @@
 //! command. Every prediction goes through `mlff-core`.
 
 pub mod elements;
+pub mod extxyz;
 pub mod io;
 pub mod n2p2;
 pub mod predict;
