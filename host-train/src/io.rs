@@ -9,32 +9,11 @@ use anyhow::{Context, Result};
 
 /// Writes `data` to `path` atomically.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .with_context(|| format!("{}: not a file path", path.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| -> Result<()> {
-        let mut f =
-            fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-        f.write_all(data)
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        f.sync_all()
-            .with_context(|| format!("cannot sync {}", tmp.display()))?;
-        fs::rename(&tmp, path)
-            .with_context(|| format!("cannot move {} to {}", tmp.display(), path.display()))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    let mut f = AtomicFile::create(path)?;
+    f.writer()
+        .write_all(data)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.commit()
 }
 
 /// An 8-byte aligned copy of a blob, so that `Model::from_blob` can read it without copying.
@@ -77,4 +56,67 @@ fn as_bytes(words: &[u64]) -> &[u8] {
     // SAFETY: `words` is a live slice of `words.len() * 8` initialised bytes, u8 has alignment 1
     // and no invalid values, and the returned slice borrows `words` for its lifetime.
     unsafe { std::slice::from_raw_parts(ptr, words.len() * 8) }
+}
+
+/// A file written in pieces that appears at its path only when [`AtomicFile::commit`] succeeds;
+/// dropped without commit (error, Ctrl-C unwinding), it leaves nothing behind.
+pub struct AtomicFile {
+    tmp: std::path::PathBuf,
+    target: std::path::PathBuf,
+    file: Option<std::io::BufWriter<fs::File>>,
+}
+
+impl AtomicFile {
+    /// Starts writing `path` (through a temporary file beside it).
+    pub fn create(path: &Path) -> Result<Self> {
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let name = path
+            .file_name()
+            .with_context(|| format!("{}: not a file path", path.display()))?;
+        let tmp = dir.join(format!(
+            ".{}.tmp{}",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        let file =
+            fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        Ok(AtomicFile {
+            tmp,
+            target: path.to_path_buf(),
+            file: Some(std::io::BufWriter::new(file)),
+        })
+    }
+
+    /// The writer.
+    pub fn writer(&mut self) -> &mut impl Write {
+        self.file.as_mut().expect("AtomicFile used after commit")
+    }
+
+    /// Flushes, syncs and renames into place.
+    pub fn commit(mut self) -> Result<()> {
+        let file = self.file.take().expect("AtomicFile committed twice");
+        let f = file
+            .into_inner()
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {}", self.tmp.display(), e.error()))?;
+        f.sync_all()
+            .with_context(|| format!("cannot sync {}", self.tmp.display()))?;
+        fs::rename(&self.tmp, &self.target).with_context(|| {
+            format!(
+                "cannot move {} to {}",
+                self.tmp.display(),
+                self.target.display()
+            )
+        })
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
 }

@@ -39,8 +39,45 @@ impl LengthUnit {
     }
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum EnergyUnit {
+    Ev,
+    Hartree,
+}
+
+impl EnergyUnit {
+    fn ev(self) -> f64 {
+        match self {
+            EnergyUnit::Ev => 1.0,
+            EnergyUnit::Hartree => n2p2::HARTREE,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Import an n2p2 / RuNNer model directory (input.nn, scaling.data, weights.ZZZ.data).
+    ///
+    /// n2p2 files carry no units: state them. Conversion uses CODATA 2018
+    /// (1 Bohr = 0.529177210903 Å, 1 Hartree = 27.211386245988 eV).
+    ///
+    /// Example: mlff import-n2p2 path/to/H2O_RPBE-D3 --length-unit bohr --energy-unit hartree -o water.mlff
+    ImportN2p2 {
+        /// The n2p2 model directory.
+        dir: PathBuf,
+        /// Output blob.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Length unit of the model files.
+        #[arg(long, value_enum)]
+        length_unit: LengthUnit,
+        /// Energy unit of the model files.
+        #[arg(long, value_enum)]
+        energy_unit: EnergyUnit,
+        /// Real precision stored in the blob.
+        #[arg(long, value_enum, default_value = "f64")]
+        precision: Precision,
+    },
     /// Validate a blob and print what it holds.
     ///
     /// Example: mlff inspect model.mlff --json
@@ -91,6 +128,36 @@ enum Command {
         /// Output blob.
         #[arg(short, long)]
         output: PathBuf,
+    },
+    /// Predict energy, forces, per-atom energies and stress for every frame of a file.
+    ///
+    /// Input: extended XYZ (.extxyz/.xyz, as ASE writes it) or n2p2 input.data (.data). Output:
+    /// extended XYZ with `energy` (info), `forces` and `energies` (columns) and `stress` (info,
+    /// fully periodic cells only), in eV and Å, one frame per input frame.
+    ///
+    /// Example: mlff predict -m water.mlff -i traj.extxyz -o predicted.extxyz --precision f32 --threads 2
+    Predict {
+        /// The blob.
+        #[arg(short, long)]
+        model: PathBuf,
+        /// Structures (.extxyz, .xyz or n2p2 .data).
+        #[arg(short, long)]
+        input: PathBuf,
+        /// Output extended XYZ (written atomically).
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Length unit of an n2p2 .data input.
+        #[arg(long, value_enum, default_value = "angstrom")]
+        length_unit: LengthUnit,
+        /// Compute precision.
+        #[arg(long, value_enum, default_value = "f64")]
+        precision: Precision,
+        /// Worker threads (frames are computed in parallel; results do not depend on it).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Print a JSON summary.
+        #[arg(long)]
+        json: bool,
     },
     /// Energy, forces and stress of structures (n2p2 input.data) with a blob.
     ///
@@ -145,6 +212,34 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Inspect { model, json } => inspect(&model, json),
+        Command::ImportN2p2 {
+            dir,
+            output,
+            length_unit,
+            energy_unit,
+            precision,
+        } => {
+            let units = n2p2::Units {
+                length: length_unit.angstrom(),
+                energy: energy_unit.ev(),
+            };
+            let spec = n2p2::import(&dir, units)
+                .with_context(|| format!("importing n2p2 model {}", dir.display()))?;
+            let blob = write_blob(&spec, precision)?;
+            write_atomic(&output, &blob)?;
+            println!(
+                "wrote {} ({} bytes): {} species, features {:?}, cutoff {:.4} Å",
+                output.display(),
+                blob.len(),
+                spec.species.len(),
+                spec.species
+                    .iter()
+                    .map(|s| s.descriptors.len())
+                    .collect::<Vec<_>>(),
+                spec.cutoff()
+            );
+            Ok(())
+        }
         Command::RandomModel {
             n2p2_input,
             length_unit,
@@ -189,6 +284,23 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::Predict {
+            model,
+            input,
+            output,
+            length_unit,
+            precision,
+            threads,
+            json,
+        } => predict(
+            &model,
+            &input,
+            &output,
+            length_unit.angstrom(),
+            precision,
+            threads,
+            json,
+        ),
         Command::Energy {
             model,
             input,
@@ -293,6 +405,101 @@ fn inspect(path: &std::path::Path, json: bool) -> Result<()> {
         if !m.text().is_empty() {
             println!("  {}", m.text());
         }
+    }
+    Ok(())
+}
+
+fn thread_pool(threads: Option<usize>) -> Result<rayon::ThreadPool> {
+    let n = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if n == 0 {
+        bail!("--threads must be at least 1");
+    }
+    Ok(rayon::ThreadPoolBuilder::new().num_threads(n).build()?)
+}
+
+fn predict(
+    model: &std::path::Path,
+    input: &std::path::Path,
+    output: &std::path::Path,
+    length_unit: f64,
+    precision: Precision,
+    threads: Option<usize>,
+    json: bool,
+) -> Result<()> {
+    use mlff_train::extxyz::{write_frame, ExtxyzReader, Frame};
+    use mlff_train::predict::{annotate, read_frames};
+    use rayon::prelude::*;
+
+    let bytes = std::fs::read(model).with_context(|| format!("cannot read {}", model.display()))?;
+    let p = Predictor::new(&bytes).with_context(|| model.display().to_string())?;
+    let pool = thread_pool(threads)?;
+    // Extended XYZ is streamed in batches; n2p2 files are small and read whole.
+    let mut source: Box<dyn Iterator<Item = Result<Frame>>> =
+        if input.extension().is_some_and(|e| e == "data") {
+            Box::new(read_frames(input, length_unit)?.into_iter().map(Ok))
+        } else {
+            Box::new(ExtxyzReader::open(input)?)
+        };
+    let mut out = mlff_train::io::AtomicFile::create(output)?;
+    let bar = indicatif::ProgressBar::new_spinner()
+        .with_message(format!("predicting {}", input.display()));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {msg}: {pos} frames, {per_sec} [{elapsed}]",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    let start = std::time::Instant::now();
+    let (mut frames, mut atoms) = (0usize, 0usize);
+    loop {
+        let batch: Vec<Frame> = source.by_ref().take(256).collect::<Result<_>>()?;
+        if batch.is_empty() {
+            break;
+        }
+        let first = frames;
+        let done: Vec<Frame> = pool.install(|| {
+            batch
+                .into_par_iter()
+                .enumerate()
+                .map(|(k, f)| {
+                    let r = p
+                        .predict_pbc(&f.structure, f.pbc, precision)
+                        .with_context(|| format!("{}: frame {}", input.display(), first + k + 1))?;
+                    Ok(annotate(f, &r))
+                })
+                .collect::<Result<Vec<_>>>()
+        })?;
+        for f in &done {
+            write_frame(out.writer(), f)?;
+            atoms += f.natoms();
+        }
+        frames += done.len();
+        bar.set_position(frames as u64);
+    }
+    bar.finish_and_clear();
+    if frames == 0 {
+        bail!("{}: no structures", input.display());
+    }
+    out.commit()?;
+    let seconds = start.elapsed().as_secs_f64();
+    let summary = serde_json::json!({
+        "model": model.display().to_string(),
+        "input": input.display().to_string(),
+        "output": output.display().to_string(),
+        "frames": frames,
+        "atoms": atoms,
+        "precision": format!("{precision:?}").to_lowercase(),
+        "threads": pool.current_num_threads(),
+        "seconds": seconds,
+        "us_per_atom": seconds * 1e6 / atoms.max(1) as f64,
+    });
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        println!(
+            "wrote {} ({frames} frames, {atoms} atoms) in {seconds:.2} s",
+            output.display()
+        );
     }
     Ok(())
 }

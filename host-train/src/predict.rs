@@ -56,15 +56,26 @@ impl Predictor {
         self.blob.bytes()
     }
 
-    /// Predicts `s` in `precision`.
+    /// Predicts `s` in `precision` (periodic in all directions when it has a lattice).
     pub fn predict(&self, s: &Structure, precision: Precision) -> Result<Prediction> {
+        self.predict_pbc(s, [s.lattice.is_some(); 3], precision)
+    }
+
+    /// Predicts `s` with periodicity `pbc` along its lattice vectors (ignored without one).
+    /// Stress is reported only for cells periodic in all three directions, as ASE does.
+    pub fn predict_pbc(
+        &self,
+        s: &Structure,
+        pbc: [bool; 3],
+        precision: Precision,
+    ) -> Result<Prediction> {
         match precision {
-            Precision::F64 => self.predict_in::<f64>(s),
-            Precision::F32 => self.predict_in::<f32>(s),
+            Precision::F64 => self.predict_in::<f64>(s, pbc),
+            Precision::F32 => self.predict_in::<f32>(s, pbc),
         }
     }
 
-    fn predict_in<T: Real>(&self, s: &Structure) -> Result<Prediction> {
+    fn predict_in<T: Real>(&self, s: &Structure, pbc: [bool; 3]) -> Result<Prediction> {
         let bytes = self.blob.bytes();
         let mut storage: Vec<T> = Vec::new();
         let model = match Model::<T>::from_blob(bytes) {
@@ -88,9 +99,10 @@ impl Predictor {
             species.push(k as u8);
         }
         let positions: Vec<[T; 3]> = s.positions.iter().map(|p| p.map(T::from_f64)).collect();
-        let cell = s
-            .lattice
-            .map(|l| Cell::periodic(l.map(|v| v.map(T::from_f64))));
+        let cell = s.lattice.map(|l| Cell {
+            vectors: l.map(|v| v.map(T::from_f64)),
+            pbc,
+        });
         let n = positions.len();
         let mut cap = crate::random::neighbor_capacity(s, model.cutoff().to_f64()).max(16);
         loop {
@@ -100,7 +112,7 @@ impl Predictor {
             let mut ws =
                 Workspace::new(&model, n, cap, &mut reals, &mut idx).map_err(|e| anyhow!("{e}"))?;
             let mut forces = vec![[T::ZERO; 3]; n];
-            let mut energies = vec![T::ZERO; n];
+            let mut energies = vec![0.0f64; n];
             let system = System {
                 positions: &positions,
                 species: &species,
@@ -112,13 +124,13 @@ impl Predictor {
             };
             match model.compute(&system, &mut ws, &mut out) {
                 Ok(r) => {
-                    let stress = s.lattice.map(|l| {
-                        let c = Cell::periodic(l);
-                        r.stress(c.volume().abs())
-                    });
+                    let stress = s
+                        .lattice
+                        .filter(|_| pbc == [true; 3])
+                        .map(|l| r.stress(Cell::periodic(l).volume().abs()));
                     return Ok(Prediction {
                         energy: r.energy,
-                        energies: energies.iter().map(|e| e.to_f64()).collect(),
+                        energies,
                         forces: forces.iter().map(|f| f.map(|x| x.to_f64())).collect(),
                         virial: r.virial,
                         stress,
@@ -130,4 +142,36 @@ impl Predictor {
             }
         }
     }
+}
+
+/// Reads structures by file extension: `.data` is n2p2 `input.data` (positions in
+/// `length_unit` Å), anything else extended XYZ. Returns frames (n2p2 structures are wrapped).
+pub fn read_frames(path: &std::path::Path, length_unit: f64) -> Result<Vec<crate::extxyz::Frame>> {
+    if path.extension().is_some_and(|e| e == "data") {
+        let mut v = crate::structure::read_input_data(path)?;
+        Ok(v.iter_mut()
+            .map(|s| {
+                s.convert_units(length_unit, 1.0);
+                crate::extxyz::Frame::new(s.clone())
+            })
+            .collect())
+    } else {
+        crate::extxyz::read_extxyz(path)
+    }
+}
+
+/// The frame with the prediction written into it as ASE's calculator results would be:
+/// `energy`, `forces`, per-atom `energies`, and `stress` for fully periodic cells.
+pub fn annotate(mut frame: crate::extxyz::Frame, p: &Prediction) -> crate::extxyz::Frame {
+    use crate::extxyz::{Column, ColumnData};
+    frame.structure.energy = Some(p.energy);
+    frame.structure.forces = p.forces.clone();
+    frame.stress = p.stress;
+    frame.arrays.retain(|c| c.name != "energies");
+    frame.arrays.push(Column {
+        name: "energies".into(),
+        width: 1,
+        data: ColumnData::Real(p.energies.clone()),
+    });
+    frame
 }

@@ -135,6 +135,7 @@ pub fn generated_set(
         rc,
         cutoff: CutoffSpec::Cos,
         alpha: 0.0,
+        ..Default::default()
     };
     let r0 = 0.5;
     let step = (rc - r0) / n_radial.max(1) as f64;

@@ -5,7 +5,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use mlff_core::blob::{self, tag, ENDIAN_MARK, FORMAT_VERSION, HEADER_LEN, MAGIC, SECTION_ALIGN};
 use mlff_core::blob::{SECTION_ENTRY, SPECIES_RECORD};
 
-use crate::spec::{KindSpec, ModelSpec};
+use crate::spec::{DescriptorSpec, KindSpec, ModelSpec};
 
 /// Precision of the reals stored in a blob.
 #[derive(
@@ -44,15 +44,58 @@ fn put_u32(v: &mut Vec<u8>, x: usize) -> Result<()> {
     Ok(())
 }
 
-/// Group key: functions sharing kind, neighbour species, cutoff function and radius.
+/// Group key: functions sharing kind, neighbour species, cutoff (or compact) function and
+/// radius.
 #[derive(PartialEq, Eq, Hash, Clone, Copy)]
 struct GroupKey {
     kind: KindSpec,
+    /// The group record's cutoff byte: the cutoff-function code, or for the polynomial kinds
+    /// the compact-function code (`mlff_core::descriptor::compact::CompactKind`).
     cutoff: u8,
     e1: usize,
     e2: usize,
     rc: u64,
     alpha: u64,
+}
+
+/// The group key of descriptor `d`: neighbour species normalised (e1 ≤ e2 for angular kinds,
+/// 0xFF where unused), cutoff byte, r_c and α (0 for the polynomial kinds, which ignore it).
+fn group_key(d: &DescriptorSpec) -> GroupKey {
+    let (e1, e2) = if d.kind.is_weighted() {
+        (0xFF, 0xFF)
+    } else if d.kind.is_angular() {
+        (d.e1.min(d.e2), d.e1.max(d.e2))
+    } else {
+        (d.e1, 0xFF)
+    };
+    let (cutoff, alpha) = if d.kind.is_polynomial() {
+        (d.compact().code(), 0.0f64)
+    } else {
+        (d.cutoff.core().code(), d.alpha)
+    };
+    GroupKey {
+        kind: d.kind,
+        cutoff,
+        e1,
+        e2,
+        rc: d.rc.to_bits(),
+        alpha: alpha.to_bits(),
+    }
+}
+
+/// Degrees to radians as n2p2 computes it (angle · π / 180).
+fn radians(deg: f64) -> f64 {
+    deg * std::f64::consts::PI / 180.0
+}
+
+/// The blob's parameter lanes of `d`, in lane order (the first `n_params()` are stored):
+/// η, r_s, ζ, λ for the Gaussian kinds; r_l, θ_left, θ_right (radians) for the polynomial ones.
+fn lanes(d: &DescriptorSpec) -> [f64; 4] {
+    if d.kind.is_polynomial() {
+        [d.rl, radians(d.angle_left), radians(d.angle_right), 0.0]
+    } else {
+        [d.eta, d.rs, d.zeta, d.lambda]
+    }
 }
 
 /// Serialises `spec` into a blob whose reals are stored in `precision`.
@@ -72,18 +115,7 @@ pub fn write_blob(spec: &ModelSpec, precision: Precision) -> Result<Vec<u8>> {
         let mut keys: Vec<GroupKey> = Vec::new();
         let mut members: Vec<Vec<usize>> = Vec::new();
         for (f, d) in s.descriptors.iter().enumerate() {
-            let (e1, e2) = match d.kind {
-                KindSpec::G2 => (d.e1, 0xFF),
-                _ => (d.e1.min(d.e2), d.e1.max(d.e2)),
-            };
-            let key = GroupKey {
-                kind: d.kind,
-                cutoff: d.cutoff.core().code(),
-                e1,
-                e2,
-                rc: d.rc.to_bits(),
-                alpha: d.alpha.to_bits(),
-            };
+            let key = group_key(d);
             match keys.iter().position(|k| *k == key) {
                 Some(g) => members[g].push(f),
                 None => {
@@ -98,10 +130,9 @@ pub fn write_blob(spec: &ModelSpec, precision: Precision) -> Result<Vec<u8>> {
             let r0 = b.reals.len();
             b.reals.push(f64::from_bits(key.rc));
             b.reals.push(f64::from_bits(key.alpha));
-            let lanes: [fn(&crate::spec::DescriptorSpec) -> f64; 4] =
-                [|d| d.eta, |d| d.rs, |d| d.zeta, |d| d.lambda];
-            for lane in lanes.iter().take(kind.n_params()) {
-                b.reals.extend(fs.iter().map(|&f| lane(&s.descriptors[f])));
+            for lane in 0..kind.n_params() {
+                b.reals
+                    .extend(fs.iter().map(|&f| lanes(&s.descriptors[f])[lane]));
             }
             let i0 = b.index.len();
             for &f in fs {
