@@ -12,7 +12,9 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-use crate::spec::{ActivationSpec, Affine, CutoffSpec, DescriptorSpec, KindSpec, LayerSpec};
+use crate::spec::{
+    ActivationSpec, Affine, CompactSpec, CutoffSpec, DescriptorSpec, KindSpec, LayerSpec,
+};
 use crate::spec::{ModelSpec, ScalingSpec, SpeciesSpec};
 
 /// Bohr in Å (CODATA 2018).
@@ -263,7 +265,7 @@ pub fn parse_input_nn_full(text: &str, file: &str, length: f64) -> Result<InputN
     for (line, e, v) in &raw_atom_energy {
         atom_energy[index_of(e, *line)?] = *v;
     }
-    let mut per: Vec<Vec<(Vec<f64>, DescriptorSpec)>> = vec![Vec::new(); z.len()];
+    let mut per: Vec<Vec<(Vec<Key>, DescriptorSpec)>> = vec![Vec::new(); z.len()];
     for (line, a) in &raw_sf {
         let (centre, key, d) = parse_symfunction(a, *line, file, length, cutoff, &index_of)?;
         per[centre].push((key, d));
@@ -294,6 +296,27 @@ pub fn parse_input_nn_full(text: &str, file: &str, length: f64) -> Result<InputN
     })
 }
 
+/// One part of n2p2's sort key of a symmetry function.
+#[derive(Clone, Debug, PartialEq, PartialOrd)]
+enum Key {
+    N(f64),
+    S(String),
+}
+
+fn keys(v: &[f64]) -> Vec<Key> {
+    v.iter().map(|&x| Key::N(x)).collect()
+}
+
+fn check_angular(lambda: f64, zeta: f64, file: &str, line: usize) -> Result<()> {
+    if lambda != 1.0 && lambda != -1.0 {
+        bail!("{file}:{line}: lambda must be 1 or -1, is {lambda}");
+    }
+    if zeta < 1.0 {
+        bail!("{file}:{line}: zeta {zeta} < 1 is not supported (forces diverge at cos θ = ∓1)");
+    }
+    Ok(())
+}
+
 /// One `symfunction_short` line → (central species, sort key, descriptor in Å).
 fn parse_symfunction(
     a: &[String],
@@ -302,7 +325,7 @@ fn parse_symfunction(
     length: f64,
     cutoff: (CutoffSpec, f64),
     index_of: &dyn Fn(&str, usize) -> Result<usize>,
-) -> Result<(usize, Vec<f64>, DescriptorSpec)> {
+) -> Result<(usize, Vec<Key>, DescriptorSpec)> {
     let f = |i: usize, name: &str| -> Result<f64> {
         let t = a
             .get(i)
@@ -342,7 +365,7 @@ fn parse_symfunction(
                 rc: rc * length,
                 ..base
             };
-            (vec![2.0, rc, eta, rs, e1 as f64], d)
+            (keys(&[2.0, rc, eta, rs, e1 as f64]), d)
         }
         "3" | "9" => {
             let (e1, e2) = (elem(2)?, elem(3)?);
@@ -350,12 +373,7 @@ fn parse_symfunction(
             let (eta, lambda, zeta, rc) =
                 (f(4, "eta")?, f(5, "lambda")?, f(6, "zeta")?, f(7, "rc")?);
             let rs = if a.len() > 8 { f(8, "rs")? } else { 0.0 };
-            if lambda != 1.0 && lambda != -1.0 {
-                bail!("{file}:{line}: lambda must be 1 or -1, is {lambda}");
-            }
-            if zeta < 1.0 {
-                bail!("{file}:{line}: zeta {zeta} < 1 is not supported (forces diverge)");
-            }
+            check_angular(lambda, zeta, file, line)?;
             let kind = if ty == "3" {
                 KindSpec::G4
             } else {
@@ -373,11 +391,98 @@ fn parse_symfunction(
                 ..base
             };
             let t: f64 = if ty == "3" { 3.0 } else { 9.0 };
-            (vec![t, rc, eta, rs, zeta, lambda, e1 as f64, e2 as f64], d)
+            (
+                keys(&[t, rc, eta, rs, zeta, lambda, e1 as f64, e2 as f64]),
+                d,
+            )
         }
-        other => bail!(
-            "{file}:{line}: symmetry function type {other:?} is not supported (types 2, 3, 9)"
-        ),
+        "12" | "13" => {
+            // Element-weighted Gaussian kinds: no neighbour species.
+            let weighted_narrow = ty == "13";
+            let (eta, rs) = (f(2, "eta")?, f(3, "rs")?);
+            let (lambda, zeta, rc) = if weighted_narrow {
+                (f(4, "lambda")?, f(5, "zeta")?, f(6, "rc")?)
+            } else {
+                (1.0, 1.0, f(4, "rc")?)
+            };
+            check_angular(lambda, zeta, file, line)?;
+            let d = DescriptorSpec {
+                kind: if weighted_narrow {
+                    KindSpec::WeightedNarrow
+                } else {
+                    KindSpec::WeightedRadial
+                },
+                eta: eta / (length * length),
+                rs: rs * length,
+                zeta,
+                lambda,
+                rc: rc * length,
+                ..base
+            };
+            let t = if weighted_narrow { 13.0 } else { 12.0 };
+            (keys(&[t, rc, eta, rs, zeta, lambda]), d)
+        }
+        "20" | "21" | "22" | "23" | "24" | "25" => {
+            let t: u32 = ty.parse().unwrap_or(20);
+            let weighted = t >= 23;
+            let angular = !matches!(t, 20 | 23);
+            // Tokens after the type: [e1 [e2]] rl rc [angleLeft angleRight] sub.
+            let n_elem = match (weighted, angular) {
+                (true, _) => 0,
+                (false, false) => 1,
+                (false, true) => 2,
+            };
+            let (mut e1, mut e2) = (0, 0);
+            if n_elem >= 1 {
+                e1 = elem(2)?;
+                e2 = e1;
+            }
+            if n_elem == 2 {
+                let other = elem(3)?;
+                (e1, e2) = (e1.min(other), e1.max(other));
+            }
+            let at = 2 + n_elem;
+            let (rl, rc) = (f(at, "rl")?, f(at + 1, "rc")?);
+            let (left, right, sub_at) = if angular {
+                (f(at + 2, "angleLeft")?, f(at + 3, "angleRight")?, at + 4)
+            } else {
+                (0.0, 180.0, at + 2)
+            };
+            let sub = a.get(sub_at).with_context(|| {
+                format!("{file}:{line}: symmetry function is missing `subtype`")
+            })?;
+            let (subtype, asymmetric) = CompactSpec::from_n2p2(sub).with_context(|| {
+                format!("{file}:{line}: unknown subtype {sub:?} (p1..p4, p1a..p4a, e)")
+            })?;
+            let kind = KindSpec::from_n2p2_type(t)
+                .with_context(|| format!("{file}:{line}: unknown symmetry function type {t}"))?;
+            let d = DescriptorSpec {
+                kind,
+                e1,
+                e2,
+                rl: rl * length,
+                rc: rc * length,
+                angle_left: left,
+                angle_right: right,
+                subtype,
+                asymmetric,
+                ..base
+            };
+            // n2p2's order: subtype (as a string), then elements, rc, rl, angles.
+            let mut k = vec![Key::N(f64::from(t)), Key::S(sub.clone())];
+            if n_elem >= 1 {
+                k.push(Key::N(e1 as f64));
+            }
+            if n_elem == 2 {
+                k.push(Key::N(e2 as f64));
+            }
+            k.extend([Key::N(rc), Key::N(rl)]);
+            if angular {
+                k.extend([Key::N(left), Key::N(right)]);
+            }
+            (k, d)
+        }
+        other => bail!("{file}:{line}: symmetry function type {other:?} is not supported"),
     };
     if d.rc.is_nan() || d.rc <= 0.0 || d.eta < 0.0 {
         bail!("{file}:{line}: need rc > 0 and eta >= 0");
