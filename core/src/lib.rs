@@ -51,6 +51,6 @@ pub use descriptor::DescriptorKind;
 pub use error::ComputeError;
 pub use math::Real;
 pub use mlp::Activation;
-pub use model::{Model, Outputs, Results, System};
+pub use model::{Model, Outputs, Probe, Results, Stage, System};
 pub use neighbors::NeighborSet;
 pub use workspace::{Workspace, WorkspaceSize};

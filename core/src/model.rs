@@ -15,6 +15,33 @@ use crate::mlp::{Activation, Layer};
 use crate::neighbors::{CellList, NeighborSet, MAX_SPECIES};
 use crate::workspace::{AtomScratch, Workspace};
 
+/// Stages of [`Model::compute_with`], as reported to a [`Probe`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// Cell list and per-atom neighbour collection.
+    Neighbors,
+    /// Symmetry-function values.
+    Descriptors,
+    /// Scaling, network forward and backward (dE/dG).
+    Network,
+    /// Descriptor back-propagation and the force/virial scatter.
+    Forces,
+    /// The computation ended.
+    Done,
+}
+
+/// Observes stage changes (e.g. a timer on the host or a cycle counter on a microcontroller).
+/// `()` is the no-op probe; calls are inlined away.
+pub trait Probe {
+    /// Called when `stage` starts (and the previous one ends).
+    fn enter(&mut self, stage: Stage);
+}
+
+impl Probe for () {
+    #[inline(always)]
+    fn enter(&mut self, _stage: Stage) {}
+}
+
 /// Sizes that determine the workspace a model needs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ModelDims {
@@ -508,6 +535,24 @@ impl<'a, T: Real> Model<'a, T> {
         ws: &mut Workspace<'_, T>,
         out: &mut Outputs<'_, T>,
     ) -> Result<Results, ComputeError> {
+        let all = 0..system.positions.len();
+        self.compute_with(system, ws, out, all, &mut ())
+    }
+
+    /// [`Model::compute`] for the atoms in `atoms` only: their energies, and the forces and
+    /// virial that derive from them (forces land on every atom they act on, so `out.forces`
+    /// still holds one entry per atom of the system; it is zeroed first, as are per-atom
+    /// energies outside `atoms`). Summing the results of disjoint ranges that cover the system
+    /// gives [`Model::compute`]'s — the host splits work across threads this way. `probe` is
+    /// told when each stage starts (see [`Probe`]).
+    pub fn compute_with(
+        &self,
+        system: &System<'_, T>,
+        ws: &mut Workspace<'_, T>,
+        out: &mut Outputs<'_, T>,
+        atoms: core::ops::Range<usize>,
+        probe: &mut impl Probe,
+    ) -> Result<Results, ComputeError> {
         let n = system.positions.len();
         self.check_system(system, ws)?;
         let check_len = |what, got: usize| {
@@ -527,6 +572,13 @@ impl<'a, T: Real> Model<'a, T> {
         if let Some(e) = out.energies.as_deref() {
             check_len("energies", e.len())?;
         }
+        if atoms.start > atoms.end || atoms.end > n {
+            return Err(ComputeError::LengthMismatch {
+                what: "atom range end",
+                expected: n,
+                got: atoms.end,
+            });
+        }
         let Workspace {
             pos,
             cell_of,
@@ -536,6 +588,7 @@ impl<'a, T: Real> Model<'a, T> {
             scratch,
             ..
         } = ws;
+        probe.enter(Stage::Neighbors);
         let list = CellList::build(
             system.positions,
             system.cell.as_ref(),
@@ -550,11 +603,16 @@ impl<'a, T: Real> Model<'a, T> {
                 *v = [T::ZERO; 3];
             }
         }
+        if let Some(e) = out.energies.as_deref_mut() {
+            e.iter_mut().for_each(|x| *x = 0.0);
+        }
         let want_grad = out.forces.is_some();
         let mut res = Results::default();
-        for (i, &si) in system.species.iter().enumerate() {
+        let species = system.species.get(atoms.clone()).unwrap_or(&[]);
+        for (i, &si) in atoms.zip(species) {
+            probe.enter(Stage::Neighbors);
             list.neighbors_of(i, system.species, neighbors)?;
-            let e = self.evaluate(usize::from(si), neighbors, scratch, want_grad)?;
+            let e = self.evaluate(usize::from(si), neighbors, scratch, want_grad, probe)?;
             res.energy += e;
             if let Some(es) = out.energies.as_deref_mut().and_then(|es| es.get_mut(i)) {
                 *es = e;
@@ -563,6 +621,7 @@ impl<'a, T: Real> Model<'a, T> {
                 scatter(i, neighbors, f, &mut res.virial);
             }
         }
+        probe.enter(Stage::Done);
         Ok(res)
     }
 
@@ -728,10 +787,13 @@ impl<'a, T: Real> Model<'a, T> {
         nb: &mut NeighborSet<'_, T>,
         sc: &mut AtomScratch<'_, T>,
         want_grad: bool,
+        probe: &mut impl Probe,
     ) -> Result<f64, ComputeError> {
         let rec = self.species(species)?;
         let nf = rec.n_features;
+        probe.enter(Stage::Descriptors);
         self.features(&rec, nb, sc)?;
+        probe.enter(Stage::Network);
         // Scaling: G_s = (G − sub)·mul + add, with [e_ref, sub[nf], mul[nf], add[nf]] in reals.
         let sr = self
             .reals
@@ -807,6 +869,7 @@ impl<'a, T: Real> Model<'a, T> {
         for ((d, &g), &m) in sc.dedg.iter_mut().zip(cur.iter()).zip(mul) {
             *d = g * m;
         }
+        probe.enter(Stage::Forces);
         let n_nb = nb.len();
         let (lanes, work) = nb.lanes();
         // Start from zero on every call, so repeated evaluations of one neighbour set agree.
@@ -863,8 +926,13 @@ impl<'w, 'a, T: Real> AtomView<'_, 'w, 'a, T> {
     /// [`AtomView::energy_gradient`]) and ∂E_i/∂d_j in the neighbour gradient lanes: the force on
     /// neighbour atom j is −∂E_i/∂d_j and on the central atom +Σ_j ∂E_i/∂d_j.
     pub fn energy(&mut self, gradient: bool) -> Result<f64, ComputeError> {
-        self.model
-            .evaluate(usize::from(self.species), self.nb, self.sc, gradient)
+        self.model.evaluate(
+            usize::from(self.species),
+            self.nb,
+            self.sc,
+            gradient,
+            &mut (),
+        )
     }
 
     /// dE_i/dG (raw features) from the last [`AtomView::energy`] with gradients.

@@ -159,6 +159,36 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Time energy+forces of one structure: total and per stage, median of --repeat runs.
+    ///
+    /// Stages: neighbour search (cell list + per-atom lists), descriptors, network (forward and
+    /// dE/dG), forces (descriptor back-propagation and scatter); per-stage figures are CPU time
+    /// summed over threads. Uses the first frame of the input.
+    ///
+    /// Example: mlff bench -m water.mlff -i box.data --length-unit bohr --precision f32 --repeat 5 --json
+    Bench {
+        /// The blob.
+        #[arg(short, long)]
+        model: PathBuf,
+        /// Structure (.extxyz, .xyz or n2p2 .data; the first frame is used).
+        #[arg(short, long)]
+        input: PathBuf,
+        /// Length unit of an n2p2 .data input.
+        #[arg(long, value_enum, default_value = "angstrom")]
+        length_unit: LengthUnit,
+        /// Compute precision.
+        #[arg(long, value_enum, default_value = "f64")]
+        precision: Precision,
+        /// Threads (atoms are split into one contiguous range per thread).
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Timed runs (after one untimed warm-up run).
+        #[arg(long, default_value_t = 5)]
+        repeat: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Energy, forces and stress of structures (n2p2 input.data) with a blob.
     ///
     /// Example: mlff energy -m model.mlff -i examples/water64.data --precision f32
@@ -299,6 +329,23 @@ fn run(cli: Cli) -> Result<()> {
             length_unit.angstrom(),
             precision,
             threads,
+            json,
+        ),
+        Command::Bench {
+            model,
+            input,
+            length_unit,
+            precision,
+            threads,
+            repeat,
+            json,
+        } => bench(
+            &model,
+            &input,
+            length_unit.angstrom(),
+            precision,
+            threads,
+            repeat,
             json,
         ),
         Command::Energy {
@@ -500,6 +547,77 @@ fn predict(
             "wrote {} ({frames} frames, {atoms} atoms) in {seconds:.2} s",
             output.display()
         );
+    }
+    Ok(())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    }
+}
+
+fn bench(
+    model: &std::path::Path,
+    input: &std::path::Path,
+    length_unit: f64,
+    precision: Precision,
+    threads: usize,
+    repeat: usize,
+    json: bool,
+) -> Result<()> {
+    if threads == 0 || repeat == 0 {
+        bail!("--threads and --repeat must be at least 1");
+    }
+    let bytes = std::fs::read(model).with_context(|| format!("cannot read {}", model.display()))?;
+    let p = Predictor::new(&bytes).with_context(|| model.display().to_string())?;
+    let frame = mlff_train::predict::read_frames(input, length_unit)?
+        .into_iter()
+        .next()
+        .with_context(|| format!("{}: no structure", input.display()))?;
+    let atoms = frame.natoms();
+    let pool = thread_pool(Some(threads))?;
+    // One warm-up run, then the timed ones.
+    let (_, timings) =
+        pool.install(|| p.run_timed(&frame.structure, frame.pbc, precision, threads, repeat + 1))?;
+    let timings = &timings[1..];
+    let per_atom = |s: f64| s * 1e6 / atoms as f64;
+    let total = median(timings.iter().map(|t| per_atom(t.seconds)).collect());
+    let stage = |k: usize| median(timings.iter().map(|t| per_atom(t.stages[k])).collect());
+    let names = ["neighbors", "descriptors", "network", "forces"];
+    let report = serde_json::json!({
+        "model": model.display().to_string(),
+        "input": input.display().to_string(),
+        "atoms": atoms,
+        "precision": format!("{precision:?}").to_lowercase(),
+        "threads": threads,
+        "repeat": repeat,
+        "us_per_atom": total,
+        "atom_steps_per_second": 1e6 / total,
+        "stages": names.iter().enumerate().map(|(k, n)| (n.to_string(), serde_json::json!(stage(k)))).collect::<serde_json::Map<_, _>>(),
+        "runs_us_per_atom": timings.iter().map(|t| per_atom(t.seconds)).collect::<Vec<_>>(),
+    });
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "{}: {atoms} atoms, {precision:?}, {threads} thread(s), median of {repeat}",
+            input.display()
+        );
+        println!(
+            "  energy+forces  {total:>10.2} µs/atom   {:>12.0} atom-steps/s",
+            1e6 / total
+        );
+        for (k, n) in names.iter().enumerate() {
+            println!("  {n:<13}  {:>10.2} µs/atom (CPU)", stage(k));
+        }
     }
     Ok(())
 }

@@ -1,7 +1,10 @@
 //! Host-side prediction through `mlff-core`: owns the aligned blob and the workspace memory.
 
 use anyhow::{anyhow, Result};
-use mlff_core::{Cell, ComputeError, Model, Outputs, Real, System, Workspace, WorkspaceSize};
+use std::time::Instant;
+
+use mlff_core::WorkspaceSize;
+use mlff_core::{Cell, ComputeError, Model, Outputs, Probe, Real, Stage, System, Workspace};
 
 use crate::io::AlignedBlob;
 use crate::structure::Structure;
@@ -76,6 +79,34 @@ impl Predictor {
     }
 
     fn predict_in<T: Real>(&self, s: &Structure, pbc: [bool; 3]) -> Result<Prediction> {
+        Ok(self.run::<T>(s, pbc, 1, 1)?.0)
+    }
+
+    /// Computes `s` `repeat` times on `threads` threads (contiguous atom ranges, one per
+    /// thread, reduced in range order: deterministic for a given thread count) and returns the
+    /// prediction with the timing of every run. Set-up (workspaces, outputs) is not timed.
+    pub fn run_timed(
+        &self,
+        s: &Structure,
+        pbc: [bool; 3],
+        precision: Precision,
+        threads: usize,
+        repeat: usize,
+    ) -> Result<(Prediction, Vec<RunTiming>)> {
+        match precision {
+            Precision::F64 => self.run::<f64>(s, pbc, threads, repeat),
+            Precision::F32 => self.run::<f32>(s, pbc, threads, repeat),
+        }
+    }
+
+    fn run<T: Real>(
+        &self,
+        s: &Structure,
+        pbc: [bool; 3],
+        threads: usize,
+        repeat: usize,
+    ) -> Result<(Prediction, Vec<RunTiming>)> {
+        use rayon::prelude::*;
         let bytes = self.blob.bytes();
         let mut storage: Vec<T> = Vec::new();
         let model = match Model::<T>::from_blob(bytes) {
@@ -104,43 +135,143 @@ impl Predictor {
             pbc,
         });
         let n = positions.len();
+        let system = System {
+            positions: &positions,
+            species: &species,
+            cell,
+        };
+        let threads = threads.clamp(1, n.max(1));
+        let ranges: Vec<std::ops::Range<usize>> = (0..threads)
+            .map(|t| n * t / threads..n * (t + 1) / threads)
+            .collect();
         let mut cap = crate::random::neighbor_capacity(s, model.cutoff().to_f64()).max(16);
-        loop {
+        'grow: loop {
             let size = WorkspaceSize::new(&model.dims(), n, cap);
-            let mut reals = vec![T::ZERO; size.reals];
-            let mut idx = vec![0u32; size.indices];
-            let mut ws =
-                Workspace::new(&model, n, cap, &mut reals, &mut idx).map_err(|e| anyhow!("{e}"))?;
-            let mut forces = vec![[T::ZERO; 3]; n];
-            let mut energies = vec![0.0f64; n];
-            let system = System {
-                positions: &positions,
-                species: &species,
-                cell,
-            };
-            let mut out = Outputs {
-                forces: Some(&mut forces),
-                energies: Some(&mut energies),
-            };
-            match model.compute(&system, &mut ws, &mut out) {
-                Ok(r) => {
-                    let stress = s
-                        .lattice
-                        .filter(|_| pbc == [true; 3])
-                        .map(|l| r.stress(Cell::periodic(l).volume().abs()));
-                    return Ok(Prediction {
-                        energy: r.energy,
-                        energies,
-                        forces: forces.iter().map(|f| f.map(|x| x.to_f64())).collect(),
-                        virial: r.virial,
-                        stress,
-                    });
+            let mut buffers: Vec<Buffers<T>> = ranges
+                .iter()
+                .map(|_| Buffers {
+                    reals: vec![T::ZERO; size.reals],
+                    idx: vec![0u32; size.indices],
+                    forces: vec![[T::ZERO; 3]; n],
+                    energies: vec![0.0f64; n],
+                })
+                .collect();
+            let mut timings = Vec::with_capacity(repeat);
+            let mut results = Vec::new();
+            for _ in 0..repeat.max(1) {
+                let start = Instant::now();
+                results = buffers
+                    .par_iter_mut()
+                    .zip(ranges.par_iter())
+                    .map(|(b, range)| {
+                        let mut ws = Workspace::new(&model, n, cap, &mut b.reals, &mut b.idx)?;
+                        let mut out = Outputs {
+                            forces: Some(&mut b.forces),
+                            energies: Some(&mut b.energies),
+                        };
+                        let mut timer = StageTimer::default();
+                        let r = model.compute_with(
+                            &system,
+                            &mut ws,
+                            &mut out,
+                            range.clone(),
+                            &mut timer,
+                        )?;
+                        Ok((r, timer.seconds))
+                    })
+                    .collect::<Vec<Result<_, ComputeError>>>();
+                let wall = start.elapsed().as_secs_f64();
+                let mut stages = [0.0; 4];
+                for r in &results {
+                    match r {
+                        Ok((_, st)) => stages.iter_mut().zip(st).for_each(|(a, b)| *a += b),
+                        // The density estimate was too low for this structure: grow and retry.
+                        Err(ComputeError::NeighborOverflow { .. }) if cap < 1 << 20 => {
+                            cap *= 2;
+                            continue 'grow;
+                        }
+                        Err(e) => return Err(anyhow!("{e}")),
+                    }
                 }
-                // The density estimate was too low for this structure: grow and retry.
-                Err(ComputeError::NeighborOverflow { .. }) if cap < 1 << 20 => cap *= 2,
-                Err(e) => return Err(anyhow!("{e}")),
+                timings.push(RunTiming {
+                    seconds: wall,
+                    stages,
+                });
             }
+            // Reduce in range order (deterministic for a given thread count).
+            let mut energy = 0.0;
+            let mut virial = [[0.0; 3]; 3];
+            for (r, _) in results.into_iter().flatten() {
+                energy += r.energy;
+                for (v, w) in virial.iter_mut().flatten().zip(r.virial.iter().flatten()) {
+                    *v += w;
+                }
+            }
+            let mut forces = vec![[0.0f64; 3]; n];
+            let mut energies = vec![0.0f64; n];
+            for b in &buffers {
+                for (f, g) in forces.iter_mut().zip(&b.forces) {
+                    f.iter_mut().zip(g).for_each(|(x, y)| *x += y.to_f64());
+                }
+                energies
+                    .iter_mut()
+                    .zip(&b.energies)
+                    .for_each(|(x, y)| *x += y);
+            }
+            let stress = s.lattice.filter(|_| pbc == [true; 3]).map(|l| {
+                let r = mlff_core::Results { energy, virial };
+                r.stress(Cell::periodic(l).volume().abs())
+            });
+            let p = Prediction {
+                energy,
+                energies,
+                forces,
+                virial,
+                stress,
+            };
+            return Ok((p, timings));
         }
+    }
+}
+
+/// Per-thread memory of [`Predictor::run_timed`].
+struct Buffers<T> {
+    reals: Vec<T>,
+    idx: Vec<u32>,
+    forces: Vec<[T; 3]>,
+    energies: Vec<f64>,
+}
+
+/// Wall time of one run and the CPU seconds of its stages summed over threads (neighbour
+/// search, descriptors, network, forces).
+#[derive(Clone, Copy, Debug)]
+pub struct RunTiming {
+    /// Wall-clock seconds.
+    pub seconds: f64,
+    /// Seconds per stage: neighbours, descriptors, network, forces.
+    pub stages: [f64; 4],
+}
+
+/// A [`Probe`] that adds the time spent in each stage.
+#[derive(Default)]
+struct StageTimer {
+    last: Option<(Stage, Instant)>,
+    seconds: [f64; 4],
+}
+
+impl Probe for StageTimer {
+    fn enter(&mut self, stage: Stage) {
+        let now = Instant::now();
+        if let Some((prev, t)) = self.last {
+            let k = match prev {
+                Stage::Neighbors => 0,
+                Stage::Descriptors => 1,
+                Stage::Network => 2,
+                Stage::Forces | Stage::Done => 3,
+            };
+            self.seconds[k] += (now - t).as_secs_f64();
+        }
+        self.last = (stage != Stage::Done).then_some((stage, now));
     }
 }
 

@@ -403,3 +403,68 @@ fn repeated_atom_evaluation_is_idempotent() {
     assert_eq!(a.neighbors().gradient(0), g1);
     assert!(g1.iter().any(|&x| x != 0.0));
 }
+
+#[test]
+fn atom_ranges_sum_to_the_whole() {
+    use mlff_core::Outputs;
+    let spec = default_model();
+    let b = blob(&spec, Precision::F64);
+    let s = triclinic(7, 4.3, 5);
+    let want = eval_core::<f64>(b.bytes(), &s).unwrap();
+    let model = Model::<f64>::from_blob(b.bytes()).unwrap();
+    let n = s.pos.len();
+    let size = WorkspaceSize::new(&model.dims(), n, 1024);
+    let (mut r, mut i) = (vec![0.0; size.reals], vec![0u32; size.indices]);
+    let mut ws = Workspace::new(&model, n, 1024, &mut r, &mut i).unwrap();
+    let sys = System {
+        positions: &s.pos,
+        species: &s.species,
+        cell: s.cell,
+    };
+    let (mut energy, mut forces, mut energies) = (0.0, vec![[0.0; 3]; n], vec![0.0; n]);
+    let mut virial = [[0.0; 3]; 3];
+    for range in [0..3, 3..3, 3..n] {
+        let (mut f, mut e) = (vec![[0.0; 3]; n], vec![0.0; n]);
+        let mut out = Outputs {
+            forces: Some(&mut f),
+            energies: Some(&mut e),
+        };
+        let res = model
+            .compute_with(&sys, &mut ws, &mut out, range, &mut ())
+            .unwrap();
+        energy += res.energy;
+        for a in 0..n {
+            energies[a] += e[a];
+            for c in 0..3 {
+                forces[a][c] += f[a][c];
+            }
+        }
+        for (v, w) in virial.iter_mut().flatten().zip(res.virial.iter().flatten()) {
+            *v += w;
+        }
+    }
+    assert!(rel(energy, want.energy) <= 1e-14);
+    for a in 0..n {
+        assert!((energies[a] - want.energies[a]).abs() <= 1e-12);
+        for c in 0..3 {
+            assert!(
+                (forces[a][c] - want.forces[a][c]).abs() <= 1e-12 * (1.0 + want.forces[a][c].abs())
+            );
+        }
+    }
+    for a in 0..3 {
+        for c in 0..3 {
+            assert!(
+                (virial[a][c] - want.virial[a][c]).abs() <= 1e-12 * (1.0 + want.virial[a][c].abs())
+            );
+        }
+    }
+    let mut f = vec![[0.0; 3]; n];
+    let mut out = Outputs {
+        forces: Some(&mut f),
+        energies: None,
+    };
+    assert!(model
+        .compute_with(&sys, &mut ws, &mut out, 2..n + 1, &mut ())
+        .is_err());
+}
