@@ -444,21 +444,20 @@ fn atom_ranges_sum_to_the_whole() {
         }
     }
     assert!(rel(energy, want.energy) <= 1e-14);
-    for a in 0..n {
-        assert!((energies[a] - want.energies[a]).abs() <= 1e-12);
-        for c in 0..3 {
-            assert!(
-                (forces[a][c] - want.forces[a][c]).abs() <= 1e-12 * (1.0 + want.forces[a][c].abs())
-            );
-        }
-    }
-    for a in 0..3 {
-        for c in 0..3 {
-            assert!(
-                (virial[a][c] - want.virial[a][c]).abs() <= 1e-12 * (1.0 + want.virial[a][c].abs())
-            );
-        }
-    }
+    let close = |x: f64, y: f64| (x - y).abs() <= 1e-12 * (1.0 + y.abs());
+    assert!(energies
+        .iter()
+        .zip(&want.energies)
+        .all(|(x, y)| close(*x, *y)));
+    let flat = |v: &[[f64; 3]]| v.iter().flatten().copied().collect::<Vec<_>>();
+    assert!(flat(&forces)
+        .iter()
+        .zip(flat(&want.forces))
+        .all(|(x, y)| close(*x, y)));
+    assert!(flat(&virial)
+        .iter()
+        .zip(flat(&want.virial))
+        .all(|(x, y)| close(*x, y)));
     let mut f = vec![[0.0; 3]; n];
     let mut out = Outputs {
         forces: Some(&mut f),
