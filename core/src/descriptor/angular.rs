@@ -154,67 +154,64 @@ fn cached<T: Real>(fc: &[T], dfc: &[T], k: usize) -> (T, T) {
     )
 }
 
-/// Partial sums per neighbour row j: terms are summed into `row` while j stays the same and
-/// added to `acc` when it changes (two-level summation, so that f32 keeps its accuracy over
-/// many pairs). `flush` must be called once more after the last pair.
-pub(crate) struct RowSums<'s, T> {
+/// Group sums with a compensation lane: in f32 every term goes through Kahan's compensated
+/// addition, so a sum over thousands of pairs keeps f32's accuracy instead of losing digits
+/// with the pair count (numerical guard: n2p2's Cu2S model in f32 has per-atom energy errors
+/// of 3.5e−5 eV with plain sums, 1.2e−5 with two-level sums, below 1e−5 with these). In f64
+/// the compensation is compiled out.
+pub(crate) struct Sums<'s, T> {
     acc: &'s mut [T],
-    row: &'s mut [T],
-    j: usize,
+    comp: &'s mut [T],
 }
 
-impl<'s, T: Real> RowSums<'s, T> {
-    /// Starts with `row` zeroed.
-    pub fn new(acc: &'s mut [T], row: &'s mut [T]) -> Self {
-        row.iter_mut().for_each(|x| *x = T::ZERO);
-        RowSums {
-            acc,
-            row,
-            j: usize::MAX,
-        }
+impl<'s, T: Real> Sums<'s, T> {
+    /// Sums into `acc`, using `comp` (same length) as the compensation lane.
+    pub fn new(acc: &'s mut [T], comp: &'s mut [T]) -> Self {
+        comp.iter_mut().for_each(|x| *x = T::ZERO);
+        Sums { acc, comp }
     }
 
-    /// The row for pair (j, ·), flushing the previous row when j changed.
+    /// (sum, compensation) per function, in lane order.
     #[inline(always)]
-    pub fn row(&mut self, j: usize) -> &mut [T] {
-        if j != self.j {
-            self.flush();
-            self.j = j;
-        }
-        self.row
-    }
-
-    /// Adds the pending row into the totals.
-    pub fn flush(&mut self) {
-        for (a, r) in self.acc.iter_mut().zip(self.row.iter_mut()) {
-            *a += *r;
-            *r = T::ZERO;
-        }
+    pub fn lanes(&mut self) -> impl Iterator<Item = (&mut T, &mut T)> {
+        self.acc.iter_mut().zip(self.comp.iter_mut())
     }
 }
 
-/// Adds the group's values (without the 2^(1−ζ) prefactor) into `acc`; `row` is scratch of
-/// the group's size (see [`RowSums`]).
+/// Adds `x` to the compensated sum (`s`, `c`).
+#[inline(always)]
+pub(crate) fn add<T: Real>(s: &mut T, c: &mut T, x: T) {
+    if T::BYTES < 8 {
+        let y = x - *c;
+        let t = *s + y;
+        *c = (t - *s) - y;
+        *s = t;
+    } else {
+        *s += x;
+    }
+}
+
+/// Adds the group's values (without the 2^(1−ζ) prefactor) into `acc`; `comp` is scratch of
+/// the group's size (see [`Sums`]).
 pub(crate) fn values<T: Real>(
     g: &Group<'_, T>,
     nb: &Lanes<'_, T>,
     work: &mut WorkLanes<'_, T>,
     zs: &[T],
     acc: &mut [T],
-    row: &mut [T],
+    comp: &mut [T],
 ) {
     cache_cutoffs(g, nb, zs, work);
     let (fc, dfc) = (&*work.fc, &*work.dfc);
     let narrow = g.kind.is_narrow();
     let (eta, rs, zeta, lambda) = (g.lane(0), g.lane(1), g.lane(2), g.lane(3));
-    let mut sums = RowSums::new(acc, row);
+    let mut sums = Sums::new(acc, comp);
     for_each_triplet(g, nb, zs, |t, rjk, w| {
-        let acc = sums.row(t.j);
         let (fj, fk) = (cached(fc, dfc, t.j).0, cached(fc, dfc, t.k).0);
         let fjk = if narrow { g.cutoff.eval(rjk).0 } else { T::ONE };
         let fprod = fj * fk * fjk * w;
         let lanes = eta.iter().zip(rs).zip(zeta).zip(lambda);
-        for (a, (((&e, &r0), &z), &l)) in acc.iter_mut().zip(lanes) {
+        for ((a, c), (((&e, &r0), &z), &l)) in sums.lanes().zip(lanes) {
             let base = T::ONE + l * t.cos;
             if base <= T::ZERO {
                 continue;
@@ -225,10 +222,9 @@ pub(crate) fn values<T: Real>(
                 let xjk = rjk - r0;
                 q += xjk * xjk;
             }
-            *a += pow_zeta_m1(base, z) * base * (-e * q).exp() * fprod;
+            add(a, c, pow_zeta_m1(base, z) * base * (-e * q).exp() * fprod);
         }
     });
-    sums.flush();
 }
 
 /// Back-propagates multipliers `m` (one per function, prefactor included) into `sink`.

@@ -278,13 +278,13 @@ pub(crate) fn values<T: Real>(
 ) {
     match (g.kind.is_polynomial(), g.kind.is_angular()) {
         (true, true) => polynomial::angular_values(g, nb, zs, acc, row),
-        (true, false) => polynomial::radial_values(g, nb, zs, acc),
+        (true, false) => polynomial::radial_values(g, nb, zs, acc, row),
         (false, true) => {
             angular::values(g, nb, work, zs, acc, row);
             angular::prefactors(g, pref);
             acc.iter_mut().zip(pref.iter()).for_each(|(a, &p)| *a *= p);
         }
-        (false, false) => radial::values(g, nb, zs, acc),
+        (false, false) => radial::values(g, nb, zs, acc, row),
     }
 }
 

@@ -17,25 +17,33 @@
 //! so C and A are evaluated per function inside the pair loop; the geometry (distances, cos θ,
 //! acos) is computed once per pair for the whole group.
 
-use super::angular::{for_each_triplet, RowSums};
+use super::angular::{add, for_each_triplet, Sums};
 use super::compact::Window;
 use super::{radial_blocks, GradSink, Group};
 use crate::math::Real;
 use crate::neighbors::Lanes;
 
-/// Adds the values of a radial polynomial group (types 20, 23) into `acc`.
-pub(crate) fn radial_values<T: Real>(g: &Group<'_, T>, nb: &Lanes<'_, T>, zs: &[T], acc: &mut [T]) {
+/// Adds the values of a radial polynomial group (types 20, 23) into `acc`; `comp` is scratch
+/// of the group's size (see [`Sums`]).
+pub(crate) fn radial_values<T: Real>(
+    g: &Group<'_, T>,
+    nb: &Lanes<'_, T>,
+    zs: &[T],
+    acc: &mut [T],
+    comp: &mut [T],
+) {
     let Some(c) = g.compact else { return };
     let core = c.core.cutoff_kind();
     let rc = g.cutoff.rc();
     let rl = g.lane(0);
+    let mut sums = Sums::new(acc, comp);
     for (range, w) in radial_blocks(g, nb, zs) {
         for &r in nb.r.get(range).unwrap_or(&[]) {
             if r >= rc {
                 continue;
             }
-            for (a, &l) in acc.iter_mut().zip(rl) {
-                *a += w * Window::new(l, rc).eval(core, c.asymmetric, r).0;
+            for ((a, cp), &l) in sums.lanes().zip(rl) {
+                add(a, cp, w * Window::new(l, rc).eval(core, c.asymmetric, r).0);
             }
         }
     }
@@ -85,28 +93,27 @@ fn angle<T: Real>(cos: T) -> Option<(T, T)> {
     Some((cos.acos(), T::ONE / sin))
 }
 
-/// Adds the values of an angular polynomial group (types 21, 22, 24, 25) into `acc`; `row` is
-/// scratch of the group's size (see [`RowSums`]).
+/// Adds the values of an angular polynomial group (types 21, 22, 24, 25) into `acc`; `comp` is
+/// scratch of the group's size (see [`Sums`]).
 pub(crate) fn angular_values<T: Real>(
     g: &Group<'_, T>,
     nb: &Lanes<'_, T>,
     zs: &[T],
     acc: &mut [T],
-    row: &mut [T],
+    comp: &mut [T],
 ) {
     let Some(c) = g.compact else { return };
     let (core, asym) = (c.core.cutoff_kind(), c.asymmetric);
     let narrow = g.kind.is_narrow();
     let rc = g.cutoff.rc();
     let (rl, left, right) = (g.lane(0), g.lane(1), g.lane(2));
-    let mut sums = RowSums::new(acc, row);
+    let mut sums = Sums::new(acc, comp);
     for_each_triplet(g, nb, zs, |t, rjk, w| {
         let Some((theta, _)) = angle(t.cos) else {
             return;
         };
-        let acc = sums.row(t.j);
         let lanes = rl.iter().zip(left).zip(right);
-        for (a, ((&l, &al), &ar)) in acc.iter_mut().zip(lanes) {
+        for ((a, cp), ((&l, &al), &ar)) in sums.lanes().zip(lanes) {
             let radial = Window::new(l, rc);
             let cj = radial.eval(core, asym, t.rij).0;
             let ck = radial.eval(core, asym, t.rik).0;
@@ -116,10 +123,9 @@ pub(crate) fn angular_values<T: Real>(
                 T::ONE
             };
             let ang = Window::new(al, ar).eval(core, false, theta).0;
-            *a += w * cj * ck * cjk * ang;
+            add(a, cp, w * cj * ck * cjk * ang);
         }
     });
-    sums.flush();
 }
 
 /// Back-propagates multipliers `m` through an angular polynomial group into `sink`.

@@ -7,15 +7,23 @@
 //!
 //! dG/dr_ij = w_j exp(−η (r_ij − r_s)²) [f_c′(r_ij) − 2η (r_ij − r_s) f_c(r_ij)], w_j = 1 or Z_j.
 
+use super::angular::{add, Sums};
 use super::{radial_blocks, GradSink, Group};
 use crate::math::Real;
 use crate::neighbors::Lanes;
 
 /// Adds the group's values into `acc` (one lane per function).
 #[inline]
-pub(crate) fn values<T: Real>(g: &Group<'_, T>, nb: &Lanes<'_, T>, zs: &[T], acc: &mut [T]) {
+pub(crate) fn values<T: Real>(
+    g: &Group<'_, T>,
+    nb: &Lanes<'_, T>,
+    zs: &[T],
+    acc: &mut [T],
+    comp: &mut [T],
+) {
     let (eta, rs) = (g.lane(0), g.lane(1));
     let rc = g.cutoff.rc();
+    let mut sums = Sums::new(acc, comp);
     for (range, w) in radial_blocks(g, nb, zs) {
         for &r in nb.r.get(range).unwrap_or(&[]) {
             // Strict cutoff as in n2p2: a neighbour at exactly rc contributes nothing.
@@ -23,9 +31,9 @@ pub(crate) fn values<T: Real>(g: &Group<'_, T>, nb: &Lanes<'_, T>, zs: &[T], acc
                 continue;
             }
             let fc = g.cutoff.eval(r).0 * w;
-            for ((a, &e), &s) in acc.iter_mut().zip(eta).zip(rs) {
+            for ((a, c), (&e, &s)) in sums.lanes().zip(eta.iter().zip(rs)) {
                 let d = r - s;
-                *a += (-e * d * d).exp() * fc;
+                add(a, c, (-e * d * d).exp() * fc);
             }
         }
     }
