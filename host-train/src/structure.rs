@@ -55,95 +55,171 @@ fn num(tok: Option<&str>, file: &str, line: usize, field: &str) -> Result<f64> {
     Ok(v)
 }
 
-/// Parses n2p2 `input.data` text; `file` names the source in errors.
-pub fn parse_input_data(text: &str, file: &str) -> Result<Vec<Structure>> {
-    let mut out = Vec::new();
-    let mut cur: Option<(Structure, Vec<[f64; 3]>, usize)> = None;
-    for (k, raw) in text.lines().enumerate() {
-        let line = k + 1;
-        let mut tok = raw.split_whitespace();
-        let Some(key) = tok.next() else { continue };
-        match key {
-            "begin" => {
-                if cur.is_some() {
-                    bail!("{file}:{line}: `begin` inside a structure (missing `end`)");
+/// A streaming reader of n2p2 `input.data`: yields one structure at a time, reading the
+/// source line by line (training sets can be far larger than memory). Stops after an error.
+pub struct InputDataReader<R> {
+    src: R,
+    name: String,
+    line: usize,
+    buf: String,
+    done: bool,
+}
+
+impl InputDataReader<std::io::BufReader<std::fs::File>> {
+    /// Opens `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        let f =
+            std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+        Ok(Self::new(
+            std::io::BufReader::new(f),
+            path.display().to_string(),
+        ))
+    }
+}
+
+impl<R: std::io::BufRead> InputDataReader<R> {
+    /// Reads from `src`; `name` names it in errors.
+    pub fn new(src: R, name: impl Into<String>) -> Self {
+        InputDataReader {
+            src,
+            name: name.into(),
+            line: 0,
+            buf: String::new(),
+            done: false,
+        }
+    }
+
+    fn next_structure(&mut self) -> Result<Option<Structure>> {
+        let file = self.name.clone();
+        let file = file.as_str();
+        let mut cur: Option<(Structure, Vec<[f64; 3]>, usize)> = None;
+        loop {
+            self.buf.clear();
+            let n = self
+                .src
+                .read_line(&mut self.buf)
+                .with_context(|| format!("{file}:{}: read error", self.line + 1))?;
+            if n == 0 {
+                if let Some((_, _, start)) = cur {
+                    bail!("{file}:{start}: structure not closed by `end` (file truncated?)");
                 }
-                cur = Some((Structure::default(), Vec::new(), line));
+                return Ok(None);
             }
-            "end" => {
-                let Some((mut s, lat, start)) = cur.take() else {
-                    bail!("{file}:{line}: `end` without `begin`");
-                };
-                match lat.len() {
-                    0 => {}
-                    3 => s.lattice = Some([lat[0], lat[1], lat[2]]),
-                    n => bail!("{file}:{start}: structure has {n} lattice lines (need 0 or 3)"),
+            self.line += 1;
+            let line = self.line;
+            let raw = self.buf.as_str();
+            let mut tok = raw.split_whitespace();
+            let Some(key) = tok.next() else { continue };
+            match key {
+                "begin" => {
+                    if cur.is_some() {
+                        bail!("{file}:{line}: `begin` inside a structure (missing `end`)");
+                    }
+                    cur = Some((Structure::default(), Vec::new(), line));
                 }
-                if s.positions.is_empty() {
-                    bail!("{file}:{start}: structure has no atoms");
+                "end" => {
+                    let Some((mut s, lat, start)) = cur.take() else {
+                        bail!("{file}:{line}: `end` without `begin`");
+                    };
+                    match lat.len() {
+                        0 => {}
+                        3 => s.lattice = Some([lat[0], lat[1], lat[2]]),
+                        n => bail!("{file}:{start}: structure has {n} lattice lines (need 0 or 3)"),
+                    }
+                    if s.positions.is_empty() {
+                        bail!("{file}:{start}: structure has no atoms");
+                    }
+                    return Ok(Some(s));
                 }
-                out.push(s);
-            }
-            _ => {
-                let Some((s, lat, _)) = cur.as_mut() else {
-                    bail!("{file}:{line}: `{key}` outside begin/end");
-                };
-                match key {
-                    "comment" => {
-                        s.comment = raw
-                            .trim_start()
-                            .trim_start_matches("comment")
-                            .trim()
-                            .to_string()
-                    }
-                    "lattice" => {
-                        let mut v = [0.0; 3];
-                        for (c, name) in v.iter_mut().zip(["ax", "ay", "az"]) {
-                            *c = num(tok.next(), file, line, name)?;
-                        }
-                        lat.push(v);
-                    }
-                    "atom" => {
-                        let mut p = [0.0; 3];
-                        for (c, name) in p.iter_mut().zip(["x", "y", "z"]) {
-                            *c = num(tok.next(), file, line, name)?;
-                        }
-                        let sym = tok
-                            .next()
-                            .with_context(|| format!("{file}:{line}: missing field `element`"))?;
-                        if crate::elements::atomic_number(sym).is_none() {
-                            bail!("{file}:{line}: unknown element {sym:?}");
-                        }
-                        num(tok.next(), file, line, "charge")?;
-                        num(tok.next(), file, line, "n")?;
-                        let mut f = [0.0; 3];
-                        for (c, name) in f.iter_mut().zip(["fx", "fy", "fz"]) {
-                            *c = num(tok.next(), file, line, name)?;
-                        }
-                        s.symbols.push(sym.to_string());
-                        s.positions.push(p);
-                        s.forces.push(f);
-                    }
-                    "energy" => s.energy = Some(num(tok.next(), file, line, "energy")?),
-                    "charge" => {
-                        num(tok.next(), file, line, "charge")?;
-                    }
-                    other => bail!("{file}:{line}: unknown keyword `{other}`"),
+                _ => {
+                    let Some((s, lat, _)) = cur.as_mut() else {
+                        bail!("{file}:{line}: `{key}` outside begin/end");
+                    };
+                    parse_field(key, raw, &mut tok, s, lat, file, line)?;
                 }
             }
         }
     }
-    if let Some((_, _, start)) = cur {
-        bail!("{file}:{start}: structure not closed by `end` (file truncated?)");
+}
+
+impl<R: std::io::BufRead> Iterator for InputDataReader<R> {
+    type Item = Result<Structure>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let r = self.next_structure().transpose();
+        if !matches!(r, Some(Ok(_))) {
+            self.done = true;
+        }
+        r
     }
-    Ok(out)
+}
+
+/// One line inside begin/end.
+fn parse_field<'a>(
+    key: &str,
+    raw: &str,
+    tok: &mut impl Iterator<Item = &'a str>,
+    s: &mut Structure,
+    lat: &mut Vec<[f64; 3]>,
+    file: &str,
+    line: usize,
+) -> Result<()> {
+    match key {
+        "comment" => {
+            s.comment = raw
+                .trim_start()
+                .trim_start_matches("comment")
+                .trim()
+                .to_string()
+        }
+        "lattice" => {
+            let mut v = [0.0; 3];
+            for (c, name) in v.iter_mut().zip(["ax", "ay", "az"]) {
+                *c = num(tok.next(), file, line, name)?;
+            }
+            lat.push(v);
+        }
+        "atom" => {
+            let mut p = [0.0; 3];
+            for (c, name) in p.iter_mut().zip(["x", "y", "z"]) {
+                *c = num(tok.next(), file, line, name)?;
+            }
+            let sym = tok
+                .next()
+                .with_context(|| format!("{file}:{line}: missing field `element`"))?;
+            if crate::elements::atomic_number(sym).is_none() {
+                bail!("{file}:{line}: unknown element {sym:?}");
+            }
+            num(tok.next(), file, line, "charge")?;
+            num(tok.next(), file, line, "n")?;
+            let mut f = [0.0; 3];
+            for (c, name) in f.iter_mut().zip(["fx", "fy", "fz"]) {
+                *c = num(tok.next(), file, line, name)?;
+            }
+            s.symbols.push(sym.to_string());
+            s.positions.push(p);
+            s.forces.push(f);
+        }
+        "energy" => s.energy = Some(num(tok.next(), file, line, "energy")?),
+        "charge" => {
+            num(tok.next(), file, line, "charge")?;
+        }
+        other => bail!("{file}:{line}: unknown keyword `{other}`"),
+    }
+    Ok(())
+}
+
+/// Parses n2p2 `input.data` text; `file` names the source in errors.
+pub fn parse_input_data(text: &str, file: &str) -> Result<Vec<Structure>> {
+    InputDataReader::new(text.as_bytes(), file).collect()
 }
 
 /// Reads an n2p2 `input.data` file.
 pub fn read_input_data(path: &Path) -> Result<Vec<Structure>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    parse_input_data(&text, &path.display().to_string())
+    InputDataReader::open(path)?.collect()
 }
 
 /// Writes structures in n2p2 `input.data` format.

@@ -142,3 +142,27 @@ fn h2o_8640_matches_n2p2() {
 fn cu2s_triclinic_matches_n2p2() {
     check("Cu2S_PBE", ANGSTROM_EV);
 }
+
+#[test]
+fn n2p2_training_sets_read() {
+    let Some(data) = refdata() else { return };
+    for (name, first_energy, natoms) in [
+        ("H2O_RPBE-D3", -4900.37328433, 192),
+        ("Cu2S_PBE", -571.723972, 144),
+    ] {
+        let path = data.join("n2p2-train").join(name).join("input.data");
+        let s = read_input_data(&path).unwrap();
+        assert_eq!(s.len(), 20, "{name}");
+        assert_eq!(s[0].energy, Some(first_energy), "{name}");
+        assert_eq!(s[0].positions.len(), natoms, "{name}");
+        assert!(s
+            .iter()
+            .all(|x| x.lattice.is_some() && x.forces.len() == x.positions.len()));
+        // The streaming reader yields the same structures one by one.
+        let streamed: Vec<_> = mlff_train::structure::InputDataReader::open(&path)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(streamed, s);
+    }
+}
