@@ -579,25 +579,8 @@ impl<'a, T: Real> Model<'a, T> {
                 got: atoms.end,
             });
         }
-        let Workspace {
-            pos,
-            cell_of,
-            order,
-            cell_start,
-            neighbors,
-            scratch,
-            ..
-        } = ws;
         probe.enter(Stage::Neighbors);
-        let list = CellList::build(
-            system.positions,
-            system.cell.as_ref(),
-            self.cutoff,
-            pos,
-            cell_of,
-            order,
-            cell_start,
-        )?;
+        let (list, neighbors, scratch) = self.cell_list(system, ws)?;
         if let Some(f) = out.forces.as_deref_mut() {
             for v in f.iter_mut() {
                 *v = [T::ZERO; 3];
@@ -623,6 +606,41 @@ impl<'a, T: Real> Model<'a, T> {
         }
         probe.enter(Stage::Done);
         Ok(res)
+    }
+
+    /// Bins the system into the workspace's cell list; hands back the per-atom parts.
+    #[allow(clippy::type_complexity)]
+    fn cell_list<'x, 'w>(
+        &self,
+        system: &System<'_, T>,
+        ws: &'x mut Workspace<'w, T>,
+    ) -> Result<
+        (
+            CellList<'x, T>,
+            &'x mut NeighborSet<'w, T>,
+            &'x mut AtomScratch<'w, T>,
+        ),
+        ComputeError,
+    > {
+        let Workspace {
+            pos,
+            cell_of,
+            order,
+            cell_start,
+            neighbors,
+            scratch,
+            ..
+        } = ws;
+        let list = CellList::build(
+            system.positions,
+            system.cell.as_ref(),
+            self.cutoff,
+            pos,
+            cell_of,
+            order,
+            cell_start,
+        )?;
+        Ok((list, neighbors, scratch))
     }
 
     /// Checks lengths, species and capacity of a system against a workspace.
@@ -662,24 +680,7 @@ impl<'a, T: Real> Model<'a, T> {
         mut visit: impl FnMut(&mut AtomView<'_, '_, 'a, T>) -> Result<(), E>,
     ) -> Result<(), E> {
         self.check_system(system, ws)?;
-        let Workspace {
-            pos,
-            cell_of,
-            order,
-            cell_start,
-            neighbors,
-            scratch,
-            ..
-        } = ws;
-        let list = CellList::build(
-            system.positions,
-            system.cell.as_ref(),
-            self.cutoff,
-            pos,
-            cell_of,
-            order,
-            cell_start,
-        )?;
+        let (list, neighbors, scratch) = self.cell_list(system, ws)?;
         for (i, &si) in system.species.iter().enumerate() {
             list.neighbors_of(i, system.species, neighbors)?;
             let mut view = AtomView {

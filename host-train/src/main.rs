@@ -189,26 +189,6 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Energy, forces and stress of structures (n2p2 input.data) with a blob.
-    ///
-    /// Example: mlff energy -m model.mlff -i examples/water64.data --precision f32
-    Energy {
-        /// The blob.
-        #[arg(short, long)]
-        model: PathBuf,
-        /// Structures (n2p2 input.data).
-        #[arg(short, long)]
-        input: PathBuf,
-        /// Length unit of the structures.
-        #[arg(long, value_enum, default_value = "angstrom")]
-        length_unit: LengthUnit,
-        /// Compute precision.
-        #[arg(long, value_enum, default_value = "f64")]
-        precision: Precision,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -348,53 +328,6 @@ fn run(cli: Cli) -> Result<()> {
             repeat,
             json,
         ),
-        Command::Energy {
-            model,
-            input,
-            length_unit,
-            precision,
-            json,
-        } => {
-            let bytes = std::fs::read(&model)
-                .with_context(|| format!("cannot read {}", model.display()))?;
-            let p = Predictor::new(&bytes).with_context(|| format!("{}", model.display()))?;
-            let mut structures = read_input_data(&input)?;
-            let mut rows = Vec::new();
-            for (k, s) in structures.iter_mut().enumerate() {
-                s.convert_units(length_unit.angstrom(), 1.0);
-                let r = p
-                    .predict(s, precision)
-                    .with_context(|| format!("{}: structure {}", input.display(), k + 1))?;
-                let fmax = r
-                    .forces
-                    .iter()
-                    .map(|f| (f[0] * f[0] + f[1] * f[1] + f[2] * f[2]).sqrt())
-                    .fold(0.0, f64::max);
-                if !json {
-                    println!(
-                        "structure {:>4}: atoms {:>6}  energy {:>18.8} eV  max|F| {:>10.6} eV/Å{}",
-                        k + 1,
-                        s.positions.len(),
-                        r.energy,
-                        fmax,
-                        r.stress
-                            .map(|st| format!(
-                                "  stress(xx,yy,zz) {:.3e} {:.3e} {:.3e} eV/Å³",
-                                st[0], st[1], st[2]
-                            ))
-                            .unwrap_or_default()
-                    );
-                }
-                rows.push(serde_json::json!({
-                    "structure": k + 1, "atoms": s.positions.len(), "energy": r.energy,
-                    "max_force": fmax, "stress": r.stress,
-                }));
-            }
-            if json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
-            }
-            Ok(())
-        }
     }
 }
 

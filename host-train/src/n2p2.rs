@@ -12,6 +12,8 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
+use crate::structure::num;
+
 use crate::spec::{
     ActivationSpec, Affine, CompactSpec, CutoffSpec, DescriptorSpec, KindSpec, LayerSpec,
 };
@@ -117,18 +119,7 @@ pub fn parse_input_nn_full(text: &str, file: &str, length: f64) -> Result<InputN
             }
             seen.push((key.to_string(), line));
         }
-        let number = |i: usize| -> Result<f64> {
-            let t = args
-                .get(i)
-                .with_context(|| format!("{at}: `{key}` needs argument {}", i + 1))?;
-            let v: f64 = t
-                .parse()
-                .with_context(|| format!("{at}: `{key}` argument {t:?} is not a number"))?;
-            if !v.is_finite() {
-                bail!("{at}: `{key}` argument {t:?} is not finite");
-            }
-            Ok(v)
-        };
+        let number = |i: usize| num(args.get(i).copied(), file, line, key);
         let count = |i: usize| -> Result<usize> {
             let t = args
                 .get(i)
@@ -326,18 +317,7 @@ fn parse_symfunction(
     cutoff: (CutoffSpec, f64),
     index_of: &dyn Fn(&str, usize) -> Result<usize>,
 ) -> Result<(usize, Vec<Key>, DescriptorSpec)> {
-    let f = |i: usize, name: &str| -> Result<f64> {
-        let t = a
-            .get(i)
-            .with_context(|| format!("{file}:{line}: symmetry function is missing `{name}`"))?;
-        let v: f64 = t
-            .parse()
-            .with_context(|| format!("{file}:{line}: `{name}` is not a number: {t:?}"))?;
-        if !v.is_finite() {
-            bail!("{file}:{line}: `{name}` is not finite: {t:?}");
-        }
-        Ok(v)
-    };
+    let f = |i: usize, name: &str| num(a.get(i).map(String::as_str), file, line, name);
     let elem = |i: usize| index_of(a.get(i).map(String::as_str).unwrap_or(""), line);
     let centre = elem(0)?;
     let ty = a.get(1).map(String::as_str).unwrap_or("");
@@ -538,15 +518,7 @@ pub fn parse_scaling(
                 .parse()
                 .with_context(|| format!("{file}:{line}: `{name}` is not an integer: {:?}", tok[i]))
         };
-        let num = |i: usize, name: &str| -> Result<f64> {
-            let v: f64 = tok[i].parse().with_context(|| {
-                format!("{file}:{line}: `{name}` is not a number: {:?}", tok[i])
-            })?;
-            if !v.is_finite() {
-                bail!("{file}:{line}: `{name}` is not finite");
-            }
-            Ok(v)
-        };
+        let field = |i: usize, name: &str| num(tok.get(i).copied(), file, line, name);
         let (e, f) = (int(0, "element")?, int(1, "index")?);
         if (e, f) != (expect.0 + 1, expect.1 + 1) {
             bail!(
@@ -556,10 +528,10 @@ pub fn parse_scaling(
             );
         }
         let (gmin, gmax, gmean, gsigma) = (
-            num(2, "Gmin")?,
-            num(3, "Gmax")?,
-            num(4, "Gmean")?,
-            num(5, "Gsigma")?,
+            field(2, "Gmin")?,
+            field(3, "Gmax")?,
+            field(4, "Gmean")?,
+            field(5, "Gsigma")?,
         );
         let range = gmax - gmin;
         // A function that never varied in n2p2's training data has range (or σ) 0; n2p2 would

@@ -44,7 +44,9 @@ impl Structure {
     }
 }
 
-fn num(tok: Option<&str>, file: &str, line: usize, field: &str) -> Result<f64> {
+/// Parses a finite number for field `field` at `file:line` (missing, non-numeric and NaN/∞
+/// values are errors naming the field).
+pub(crate) fn num(tok: Option<&str>, file: &str, line: usize, field: &str) -> Result<f64> {
     let t = tok.with_context(|| format!("{file}:{line}: missing field `{field}`"))?;
     let v: f64 = t
         .parse()

@@ -54,11 +54,14 @@ fn main_job_runs_and_precisions_agree() {
     assert_eq!(info["species"][1]["symbol"], "O");
     assert_eq!(info["species"][0]["features"], 40);
     let energy = |p: &str| {
+        let out_path = d.join(format!("pred-{p}.extxyz"));
         let out = mlff()
-            .args(["energy", "--json", "--precision", p, "-m"])
+            .args(["predict", "--precision", p, "-m"])
             .arg(&model)
             .arg("-i")
             .arg(&water)
+            .arg("-o")
+            .arg(&out_path)
             .output()
             .unwrap();
         assert!(
@@ -66,9 +69,9 @@ fn main_job_runs_and_precisions_agree() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(v[0]["atoms"], 192);
-        v[0]["energy"].as_f64().unwrap()
+        let frames = mlff_train::extxyz::read_extxyz(&out_path).unwrap();
+        assert_eq!(frames[0].natoms(), 192);
+        frames[0].structure.energy.unwrap()
     };
     let (e64, e32) = (energy("f64"), energy("f32"));
     assert!(
