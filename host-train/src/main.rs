@@ -9,7 +9,7 @@ use mlff_train::io::{write_atomic, AlignedBlob};
 use mlff_train::n2p2::{self, BOHR};
 use mlff_train::predict::Predictor;
 use mlff_train::random::{fit_scaling, generated_set, random_model};
-use mlff_train::spec::ActivationSpec;
+use mlff_train::spec::{ActivationSpec, ModelSpec};
 use mlff_train::structure::read_input_data;
 use mlff_train::writer::{write_blob, Precision};
 
@@ -235,20 +235,7 @@ fn run(cli: Cli) -> Result<()> {
             };
             let spec = n2p2::import(&dir, units)
                 .with_context(|| format!("importing n2p2 model {}", dir.display()))?;
-            let blob = write_blob(&spec, precision)?;
-            write_atomic(&output, &blob)?;
-            println!(
-                "wrote {} ({} bytes): {} species, features {:?}, cutoff {:.4} Å",
-                output.display(),
-                blob.len(),
-                spec.species.len(),
-                spec.species
-                    .iter()
-                    .map(|s| s.descriptors.len())
-                    .collect::<Vec<_>>(),
-                spec.cutoff()
-            );
-            Ok(())
+            export(&spec, precision, &output)
         }
         Command::RandomModel {
             n2p2_input,
@@ -280,19 +267,7 @@ fn run(cli: Cli) -> Result<()> {
                 fit_scaling(&mut spec, &structures)
                     .with_context(|| format!("fitting scaling to {}", p.display()))?;
             }
-            let blob = write_blob(&spec, precision)?;
-            write_atomic(&output, &blob)?;
-            println!(
-                "wrote {} ({} bytes, {} species, features {:?})",
-                output.display(),
-                blob.len(),
-                spec.species.len(),
-                spec.species
-                    .iter()
-                    .map(|s| s.descriptors.len())
-                    .collect::<Vec<_>>()
-            );
-            Ok(())
+            export(&spec, precision, &output)
         }
         Command::Predict {
             model,
@@ -329,6 +304,21 @@ fn run(cli: Cli) -> Result<()> {
             json,
         ),
     }
+}
+
+/// Writes `spec` as a blob to `output` (atomically) and says what was written.
+fn export(spec: &ModelSpec, precision: Precision, output: &std::path::Path) -> Result<()> {
+    let blob = write_blob(spec, precision)?;
+    write_atomic(output, &blob)?;
+    let features: Vec<usize> = spec.species.iter().map(|s| s.descriptors.len()).collect();
+    println!(
+        "wrote {} ({} bytes): {} species, features {features:?}, cutoff {:.4} Å",
+        output.display(),
+        blob.len(),
+        spec.species.len(),
+        spec.cutoff()
+    );
+    Ok(())
 }
 
 fn inspect(path: &std::path::Path, json: bool) -> Result<()> {
