@@ -13,4 +13,5 @@ pub mod predict;
 pub mod random;
 pub mod spec;
 pub mod structure;
+pub mod train;
 pub mod writer;

@@ -56,6 +56,57 @@ impl EnergyUnit {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Train a potential from a TOML configuration (docs/config.md; examples/*.toml).
+    ///
+    /// Writes model.mlff, metrics.json (test split), learning_curve.csv, checkpoint.json and
+    /// plots/ into the run directory.
+    ///
+    /// Example: mlff train examples/ethanol_small.toml --output runs/ethanol_small
+    Train {
+        /// The configuration.
+        config: PathBuf,
+        /// Run directory (default: output.dir of the configuration, else runs/<config name>).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Continue from the run directory's checkpoint.json.
+        #[arg(long, conflicts_with = "overwrite")]
+        resume: bool,
+        /// Replace an earlier run in the run directory.
+        #[arg(long)]
+        overwrite: bool,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Errors of a model on labelled structures: MAE, RMSE, R² for energies and forces.
+    ///
+    /// Example: mlff eval -m runs/ethanol_small/model.mlff -d examples/ethanol_small.extxyz --plots eval --json
+    Eval {
+        /// The blob.
+        #[arg(short, long)]
+        model: PathBuf,
+        /// Labelled structures (.extxyz/.xyz or n2p2 .data); repeat for several files.
+        #[arg(short, long, required = true)]
+        data: Vec<PathBuf>,
+        /// Write parity plots, error histograms and metrics.json here.
+        #[arg(long)]
+        plots: Option<PathBuf>,
+        /// Length unit of n2p2 .data inputs.
+        #[arg(long, value_enum, default_value = "angstrom")]
+        length_unit: LengthUnit,
+        /// Energy unit of n2p2 .data inputs.
+        #[arg(long, value_enum, default_value = "ev")]
+        energy_unit: EnergyUnit,
+        /// Compute precision.
+        #[arg(long, value_enum, default_value = "f64")]
+        precision: Precision,
+        /// Worker threads.
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Import an n2p2 / RuNNer model directory (input.nn, scaling.data, weights.ZZZ.data).
     ///
     /// n2p2 files carry no units: state them. Conversion uses CODATA 2018
@@ -222,6 +273,41 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Inspect { model, json } => inspect(&model, json),
+        Command::Train {
+            config,
+            output,
+            resume,
+            overwrite,
+            quiet,
+        } => {
+            let opts = mlff_train::train::run::TrainOptions {
+                output,
+                resume,
+                overwrite,
+                quiet,
+            };
+            mlff_train::train::run::train_command(&config, &opts).map(|_| ())
+        }
+        Command::Eval {
+            model,
+            data,
+            plots,
+            length_unit,
+            energy_unit,
+            precision,
+            threads,
+            json,
+        } => {
+            let opts = mlff_train::train::eval::EvalOptions {
+                plots,
+                json,
+                precision,
+                threads,
+                length_unit: length_unit.angstrom(),
+                energy_unit: energy_unit.ev(),
+            };
+            mlff_train::train::eval::eval_command(&model, &data, &opts).map(|_| ())
+        }
         Command::ImportN2p2 {
             dir,
             output,
