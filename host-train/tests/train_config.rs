@@ -177,10 +177,6 @@ fn bad_values_are_clear_errors() {
             &["loss.force_weight", ">= 0"],
         ),
         (
-            "\n[optimizer]\nkind = \"kalman\"\n",
-            &["optimizer.kind", "not implemented", "adam"],
-        ),
-        (
             "\n[optimizer]\nlearning_rate = 1e-7\n",
             &["min_learning_rate", "learning_rate = 0.0000001"],
         ),

@@ -158,3 +158,35 @@ fn bad_configs_are_refused_before_writing() {
         "a failed run must not leave an output directory"
     );
 }
+
+#[test]
+fn lbfgs_and_kalman_train_too() {
+    let d = tmpdir("optimizers");
+    for (name, extra) in [
+        ("lbfgs", "[optimizer.lbfgs]\nmax_iterations_per_epoch = 5\n"),
+        ("kalman", "[optimizer.kalman]\nforce_fraction = 0.05\n"),
+    ] {
+        // `config` writes [optimizer] before [training]; append the kind there.
+        let cfg = config(&d, &format!("{name}.toml"), 3, extra);
+        let text = std::fs::read_to_string(&cfg).unwrap().replace(
+            "[optimizer]\n",
+            &format!("[optimizer]\nkind = \"{name}\"\n"),
+        );
+        std::fs::write(&cfg, text).unwrap();
+        let out = d.join(name);
+        let o = train(&cfg, &out, false);
+        assert!(
+            o.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let curve = std::fs::read_to_string(out.join("learning_curve.csv")).unwrap();
+        let loss: Vec<f64> = curve
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').nth(2).unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(loss.len(), 3, "{name}");
+        assert!(loss[2] < loss[0], "{name}: {loss:?}");
+    }
+}

@@ -20,7 +20,7 @@ use crate::spec::{ActivationSpec, CompactSpec, CutoffSpec, DescriptorSpec, KindS
 use crate::writer::Precision;
 
 use super::grad::LossWeights;
-use super::optim::{Adam, Schedule};
+use super::optim::{Adam, Kalman, KalmanSettings, Lbfgs, LbfgsSettings, Schedule};
 
 /// A whole training run.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -375,17 +375,18 @@ impl Default for LossConfig {
     }
 }
 
-/// Optimiser kinds. Only `adam` is implemented; the others are reserved names that
-/// validation rejects with a message.
+/// Optimiser kinds.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum OptimizerKind {
     /// Adam (Kingma & Ba 2015), mini-batches of `training.batch_size` structures.
     #[default]
     Adam,
-    /// L-BFGS (not implemented yet).
+    /// Full-batch L-BFGS with a strong Wolfe line search (`[optimizer.lbfgs]`); ignores
+    /// `training.batch_size` and the learning rate.
     Lbfgs,
-    /// Extended Kalman filter, n2p2's default updater (not implemented yet).
+    /// n2p2's global extended Kalman filter (`[optimizer.kalman]`): one update per energy or
+    /// force-component observation; ignores `training.batch_size` and the learning rate.
     Kalman,
 }
 
@@ -411,6 +412,13 @@ pub struct OptimizerConfig {
     /// Learning-rate schedule.
     #[serde(default)]
     pub schedule: ScheduleConfig,
+    /// `[optimizer.lbfgs]`: constants of `kind = "lbfgs"` (defaults: [`LbfgsSettings`]).
+    #[serde(default)]
+    pub lbfgs: LbfgsSettings,
+    /// `[optimizer.kalman]`: constants of `kind = "kalman"` (defaults: n2p2's,
+    /// [`KalmanSettings`]).
+    #[serde(default)]
+    pub kalman: KalmanSettings,
 }
 
 fn default_learning_rate() -> f64 {
@@ -435,6 +443,8 @@ impl Default for OptimizerConfig {
             beta2: default_beta2(),
             epsilon: default_epsilon(),
             schedule: ScheduleConfig::default(),
+            lbfgs: LbfgsSettings::default(),
+            kalman: KalmanSettings::default(),
         }
     }
 }
@@ -447,6 +457,23 @@ impl OptimizerConfig {
         a.beta2 = self.beta2;
         a.epsilon = self.epsilon;
         a
+    }
+
+    /// Fresh L-BFGS state for `n_params` parameters with the configured constants.
+    pub fn lbfgs(&self, n_params: usize) -> Result<Lbfgs> {
+        Lbfgs::new(n_params, self.lbfgs)
+    }
+
+    /// A fresh Kalman filter for `n_params` parameters with the configured constants, its
+    /// annealing clock set to `updates_per_epoch` (see [`Kalman::expected_updates`]).
+    ///
+    /// # Errors
+    /// More than `optimizer.kalman.max_parameters` parameters: the covariance needs n²·8 bytes
+    /// (the message says how many). Only here is the parameter count known, so this is where
+    /// a too-large model is refused, before any training.
+    pub fn kalman(&self, n_params: usize, updates_per_epoch: u64) -> Result<Kalman> {
+        Kalman::new(n_params, self.kalman, updates_per_epoch)
+            .map_err(|e| anyhow!("`optimizer.kalman`: {e}"))
     }
 
     /// The learning-rate schedule of the optimiser module.
@@ -1139,11 +1166,72 @@ impl TrainConfig {
                 format!("{} must be positive", o.epsilon),
             );
         }
-        if o.kind != OptimizerKind::Adam {
+        let lb = o.lbfgs;
+        for (key, x) in [
+            ("memory", lb.memory),
+            ("max_iterations_per_epoch", lb.max_iterations_per_epoch),
+            ("max_evaluations", lb.max_evaluations),
+        ] {
+            if x == 0 {
+                bad("optimizer.lbfgs", key, "must be at least 1".into());
+            }
+        }
+        if !(lb.gradient_tolerance.is_finite() && lb.gradient_tolerance >= 0.0) {
             bad(
-                "optimizer",
-                "kind",
-                format!("{:?} is not implemented yet; use kind = \"adam\"", o.kind).to_lowercase(),
+                "optimizer.lbfgs",
+                "gradient_tolerance",
+                format!("{} must be finite and >= 0", lb.gradient_tolerance),
+            );
+        }
+        if !(0.0 < lb.c1 && lb.c1 < lb.c2 && lb.c2 < 1.0) {
+            bad(
+                "optimizer.lbfgs",
+                "c2",
+                format!("need 0 < c1 < c2 < 1, have c1 = {}, c2 = {}", lb.c1, lb.c2),
+            );
+        }
+        let k = o.kalman;
+        let nonneg = |x: f64| x.is_finite() && x >= 0.0;
+        let unit = |x: f64| x > 0.0 && x <= 1.0;
+        let fraction = |x: f64| (0.0..=1.0).contains(&x);
+        for (key, x, ok, want) in [
+            ("epsilon", k.epsilon, pos(k.epsilon), "> 0"),
+            ("q0", k.q0, nonneg(k.q0), ">= 0"),
+            ("q_tau", k.q_tau, nonneg(k.q_tau), ">= 0"),
+            ("q_min", k.q_min, nonneg(k.q_min), ">= 0"),
+            ("eta", k.eta, pos(k.eta), "> 0"),
+            ("eta_tau", k.eta_tau, nonneg(k.eta_tau), ">= 0"),
+            (
+                "eta_max",
+                k.eta_max,
+                pos(k.eta_max) && k.eta_max >= k.eta,
+                ">= eta",
+            ),
+            ("lambda", k.lambda, unit(k.lambda), "in (0, 1]"),
+            ("nu", k.nu, unit(k.nu), "in (0, 1]"),
+            (
+                "energy_fraction",
+                k.energy_fraction,
+                fraction(k.energy_fraction),
+                "in [0, 1]",
+            ),
+            (
+                "force_fraction",
+                k.force_fraction,
+                fraction(k.force_fraction),
+                "in [0, 1]",
+            ),
+            ("force_weight", k.force_weight, pos(k.force_weight), "> 0"),
+        ] {
+            if !ok {
+                bad("optimizer.kalman", key, format!("{x} must be {want}"));
+            }
+        }
+        if o.kind == OptimizerKind::Kalman && k.energy_fraction == 0.0 && k.force_fraction == 0.0 {
+            bad(
+                "optimizer.kalman",
+                "energy_fraction",
+                "energy_fraction and force_fraction are both 0: no updates".into(),
             );
         }
         let sc = o.schedule;

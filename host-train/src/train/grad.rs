@@ -1176,6 +1176,84 @@ pub fn loss_batch(
     batch(&Net::new(spec, params), caches, w, false).0
 }
 
+// ---------------------------------------------------------------------------------------------
+// Jacobian rows of single observations (the Kalman filter's H)
+// ---------------------------------------------------------------------------------------------
+
+/// The total energy E (eV) of the cached structure and its gradient ∂E/∂θ with respect to
+/// `params`: one row of the observation Jacobian (a Kalman energy update uses E/N and
+/// (∂E/∂θ)/N).
+///
+/// The module's reverse pass with c_E = 1 and no force term (Φ_i = E_i): one forward and one
+/// backward pass per atom.
+///
+/// # Panics
+/// As [`energy_forces`].
+pub fn energy_jacobian(
+    spec: &ModelSpec,
+    params: &[f64],
+    cache: &StructureCache,
+) -> (f64, Vec<f64>) {
+    let net = Net::new(spec, params);
+    let fw = forward(&net, cache, false, false);
+    let mut grad = vec![0.0; params.len()];
+    let mut rv = Reverse::new(&net);
+    for i in 0..cache.n_atoms {
+        reverse_atom(&net, &fw, cache, i, 1.0, None, &mut rv, &mut grad);
+    }
+    (fw.energy, grad)
+}
+
+/// The force component F_j,c (eV/Å) on atom `atom` (j) along axis `component` (c: 0 = x,
+/// 1 = y, 2 = z) and its gradient ∂F_j,c/∂θ: one row of the observation Jacobian.
+///
+/// F_j,c = −Σ_i Σ_f g_i,f ∂G_s,i,f/∂r_j,c is linear in the g_i, so it is Σ_i v_i·g_i with
+/// v_i,f = −∂G_s,i,f/∂r_j,c, and its gradient is the force-loss machinery of the module
+/// documentation with c_E = 0 and these v_i: one tangent forward and reverse pass for each atom
+/// i whose features depend on r_j (atom j and its neighbours), none for the others.
+///
+/// # Panics
+/// If `atom` is not below [`StructureCache::n_atoms`] or `component` is not below 3, and as
+/// [`energy_forces`].
+pub fn force_jacobian(
+    spec: &ModelSpec,
+    params: &[f64],
+    cache: &StructureCache,
+    atom: usize,
+    component: usize,
+) -> (f64, Vec<f64>) {
+    assert!(
+        atom < cache.n_atoms && component < 3,
+        "force component ({atom}, {component}) of a structure with {} atoms",
+        cache.n_atoms
+    );
+    let net = Net::new(spec, params);
+    let fw = forward(&net, cache, true, true);
+    let mut grad = vec![0.0; params.len()];
+    let mut rv = Reverse::new(&net);
+    let mut v = Vec::new();
+    let mut force = 0.0;
+    for i in 0..cache.n_atoms {
+        let range = cache.feature_range(i);
+        v.clear();
+        v.resize(range.len(), 0.0);
+        let mut depends = false;
+        // Periodic images of atom j are merged into one block, so there is at most one.
+        for block in cache.blocks(i).filter(|b| b.atom == atom) {
+            depends = true;
+            for (&f, d) in block.features.iter().zip(block.values) {
+                v[f as usize] -= d[component];
+            }
+        }
+        if !depends {
+            continue;
+        }
+        force += v.iter().zip(&fw.g[range]).map(|(a, b)| a * b).sum::<f64>();
+        reverse_atom(&net, &fw, cache, i, 0.0, Some(&v), &mut rv, &mut grad);
+    }
+    (force, grad)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,6 +18,7 @@ use crate::io::write_atomic;
 use crate::predict::Predictor;
 use crate::random::{fit_scaling, random_model, SplitMix64};
 use crate::spec::ModelSpec;
+use crate::train::config::OptimizerKind;
 use crate::train::config::TrainConfig;
 use crate::train::data::{load_splits, reference_energies, Dataset};
 use crate::train::eval::{compare, write_metrics_json, Metrics};
@@ -25,7 +26,7 @@ use crate::train::grad::{
     energy_forces, loss_and_gradient_batch, loss_batch, params_from_spec, spec_with_params,
     CacheBuilder, LossWeights, StructureCache,
 };
-use crate::train::optim::{exact, Adam, LearningRate};
+use crate::train::optim::{exact, Adam, Kalman, Lbfgs, LearningRate};
 use crate::writer::write_blob;
 
 /// Options of [`train_command`] from the command line.
@@ -57,8 +58,17 @@ struct Checkpoint {
     #[serde(with = "exact::option")]
     best_loss: Option<f64>,
     best_epoch: usize,
-    adam: Adam,
+    optimizer: Optimizer,
     lr: LearningRate,
+}
+
+/// The optimiser and its state.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Optimizer {
+    Adam(Adam),
+    Lbfgs(Lbfgs),
+    Kalman(Box<Kalman>),
 }
 
 /// Errors of one split, from the trainer's own evaluation.
@@ -242,7 +252,17 @@ fn train_in(cfg: &TrainConfig, config: &Path, dir: &Path, opts: &TrainOptions) -
             best_params: params_from_spec(&spec),
             best_loss: None,
             best_epoch: 0,
-            adam: cfg.optimizer.adam(n_params),
+            optimizer: match cfg.optimizer.kind {
+                OptimizerKind::Adam => Optimizer::Adam(cfg.optimizer.adam(n_params)),
+                OptimizerKind::Lbfgs => Optimizer::Lbfgs(cfg.optimizer.lbfgs(n_params)?),
+                OptimizerKind::Kalman => {
+                    let per_epoch = Kalman::expected_updates(
+                        &cfg.optimizer.kalman,
+                        train.iter().map(|c| c.n_atoms()),
+                    );
+                    Optimizer::Kalman(Box::new(cfg.optimizer.kalman(n_params, per_epoch)?))
+                }
+            },
             lr: LearningRate::new(cfg.optimizer.schedule())?,
         },
     };
@@ -283,10 +303,31 @@ fn train_in(cfg: &TrainConfig, config: &Path, dir: &Path, opts: &TrainOptions) -
             order.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
         }
         let lr = state.lr.lr();
-        for chunk in order.chunks(batch) {
-            let refs: Vec<&StructureCache> = chunk.iter().map(|&i| &train[i]).collect();
-            let (_, grad) = loss_and_gradient_batch(&spec, &state.params, &refs, w);
-            state.adam.step(&mut state.params, &grad, lr);
+        match &mut state.optimizer {
+            Optimizer::Adam(adam) => {
+                for chunk in order.chunks(batch) {
+                    let refs: Vec<&StructureCache> = chunk.iter().map(|&i| &train[i]).collect();
+                    let (_, grad) = loss_and_gradient_batch(&spec, &state.params, &refs, w);
+                    adam.step(&mut state.params, &grad, lr);
+                }
+            }
+            Optimizer::Lbfgs(opt) => {
+                // Full batch: the shuffle does not matter, the learning rate is not used.
+                let refs: Vec<&StructureCache> = train.iter().collect();
+                for _ in 0..cfg.optimizer.lbfgs.max_iterations_per_epoch.max(1) {
+                    if opt.is_done() {
+                        break;
+                    }
+                    opt.step(&mut state.params, |q| {
+                        loss_and_gradient_batch(&spec, q, &refs, w)
+                    })?;
+                }
+            }
+            Optimizer::Kalman(kf) => {
+                for &i in &order {
+                    kf.train_structure(&spec, &mut state.params, &train[i], &mut rng)?;
+                }
+            }
         }
         let tr = split_errors(&spec, &state.params, &train, w);
         let va = split_errors(&spec, &state.params, &valid, w);
