@@ -6,7 +6,7 @@
 use mlff_train::predict::Predictor;
 use mlff_train::random::{fit_scaling, generated_set, random_model, SplitMix64};
 use mlff_train::spec::{ActivationSpec, ModelSpec};
-use mlff_train::structure::{read_input_data, Structure};
+use mlff_train::structure::Structure;
 use mlff_train::train::grad::{
     build_caches, energy_forces, energy_jacobian, force_jacobian, params_from_spec, StructureCache,
 };
@@ -14,6 +14,9 @@ use mlff_train::train::optim::{Kalman, KalmanSettings, KalmanType, Observation};
 use mlff_train::writer::{write_blob, Precision};
 
 /// Tolerances, in one place.
+mod common;
+use common::*;
+
 mod tol {
     /// Jacobian vs. five-point central differences, relative to the component...
     pub const JAC_REL: f64 = 1e-6;
@@ -25,40 +28,6 @@ mod tol {
     pub const LINEAR: f64 = 1e-6;
     /// Teacher-student: energy and force RMSE must fall at least by this factor.
     pub const FIT_FACTOR: f64 = 5.0;
-}
-
-const RC: f64 = 4.0;
-
-fn water64() -> Structure {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/water64.data");
-    read_input_data(std::path::Path::new(path))
-        .unwrap()
-        .remove(0)
-}
-
-/// Molecules `first..first + count` of water64 as an open cluster, jittered by `jitter` Å.
-fn cluster(first: usize, count: usize, jitter: f64, seed: u64) -> Structure {
-    let w = water64();
-    let mut rng = SplitMix64::new(seed);
-    let atoms = 3 * first..3 * (first + count);
-    Structure {
-        comment: format!("water molecules {first}..{}", first + count),
-        lattice: None,
-        symbols: w.symbols[atoms.clone()].to_vec(),
-        positions: w.positions[atoms]
-            .iter()
-            .map(|p| p.map(|x| x + rng.symmetric(jitter)))
-            .collect(),
-        forces: Vec::new(),
-        energy: None,
-    }
-}
-
-/// Two water molecules in a small triclinic cell (atoms see images of themselves).
-fn small_cell() -> Structure {
-    let mut s = cluster(0, 2, 0.05, 11);
-    s.lattice = Some([[4.3, 0.0, 0.0], [0.6, 4.1, 0.0], [-0.4, 0.3, 4.9]]);
-    s
 }
 
 fn model(act: ActivationSpec, seed: u64) -> ModelSpec {

@@ -3,9 +3,9 @@
 //! `train_grad.rs`).
 
 use mlff_train::predict::Predictor;
-use mlff_train::random::{fit_scaling, generated_set, random_model, SplitMix64};
+use mlff_train::random::{fit_scaling, generated_set, random_model};
 use mlff_train::spec::{ActivationSpec, ModelSpec};
-use mlff_train::structure::{read_input_data, Structure};
+use mlff_train::structure::Structure;
 use mlff_train::train::grad::{
     build_caches, loss_and_gradient_batch, loss_batch, params_from_spec, LossWeights,
     StructureCache,
@@ -14,6 +14,9 @@ use mlff_train::train::optim::{Lbfgs, LbfgsSettings, LbfgsStatus};
 use mlff_train::writer::{write_blob, Precision};
 
 /// Tolerances, in one place.
+mod common;
+use common::*;
+
 mod tol {
     /// Distance of the Rosenbrock solution from (1, …, 1).
     pub const ROSENBROCK_X: f64 = 1e-6;
@@ -154,33 +157,6 @@ fn lbfgs_checkpoint_resumes_bit_for_bit() {
 }
 
 // --- teacher-student, as in train_grad.rs ---------------------------------------------------
-
-const RC: f64 = 4.0;
-
-fn water64() -> Structure {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/water64.data");
-    read_input_data(std::path::Path::new(path))
-        .unwrap()
-        .remove(0)
-}
-
-/// Molecules `first..first + count` of water64 as an open cluster, jittered by `jitter` Å.
-fn cluster(first: usize, count: usize, jitter: f64, seed: u64) -> Structure {
-    let w = water64();
-    let mut rng = SplitMix64::new(seed);
-    let atoms = 3 * first..3 * (first + count);
-    Structure {
-        comment: format!("water molecules {first}..{}", first + count),
-        lattice: None,
-        symbols: w.symbols[atoms.clone()].to_vec(),
-        positions: w.positions[atoms]
-            .iter()
-            .map(|p| p.map(|x| x + rng.symmetric(jitter)))
-            .collect(),
-        forces: Vec::new(),
-        energy: None,
-    }
-}
 
 fn model(seed: u64) -> ModelSpec {
     let set = generated_set(&["H", "O"], RC, 2, 1, &[6, 5], ActivationSpec::Tanh).unwrap();

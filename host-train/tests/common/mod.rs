@@ -1,0 +1,42 @@
+//! Shared set-up of the training tests: small water structures cut from `examples/water64.data`.
+#![allow(dead_code)]
+
+use mlff_train::random::SplitMix64;
+use mlff_train::structure::{read_input_data, Structure};
+
+/// Cutoff of the test models (Å).
+pub const RC: f64 = 4.0;
+
+pub fn water64() -> Structure {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/water64.data");
+    read_input_data(std::path::Path::new(path))
+        .unwrap()
+        .remove(0)
+}
+
+/// Molecules `first..first + count` of water64 as an open cluster, jittered by `jitter` Å.
+pub fn cluster(first: usize, count: usize, jitter: f64, seed: u64) -> Structure {
+    let w = water64();
+    let mut rng = SplitMix64::new(seed);
+    let atoms = 3 * first..3 * (first + count);
+    Structure {
+        comment: format!("water molecules {first}..{}", first + count),
+        lattice: None,
+        symbols: w.symbols[atoms.clone()].to_vec(),
+        positions: w.positions[atoms]
+            .iter()
+            .map(|p| p.map(|x| x + rng.symmetric(jitter)))
+            .collect(),
+        forces: Vec::new(),
+        energy: None,
+    }
+}
+
+/// Two water molecules in a small triclinic cell (thinner than 2·RC: atoms see many images of
+/// each other and of themselves).
+pub fn small_cell() -> Structure {
+    let mut s = cluster(0, 2, 0.05, 11);
+    s.lattice = Some([[4.3, 0.0, 0.0], [0.6, 4.1, 0.0], [-0.4, 0.3, 4.9]]);
+    s.comment = "two water molecules, triclinic cell".into();
+    s
+}
