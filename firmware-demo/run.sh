@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Builds the firmware demo for every target, runs it under QEMU (timeout 60 s each), checks the
+# corrupted-blob variant fails with the checksum error, and prints one summary line per target:
+#   target=<triple> status=ok|FAIL instructions_per_eval=N flash_bytes=N ram_bytes=N stack_bytes=N energy_rel_err=X
+# Installs what it needs idempotently: rustup targets, llvm-tools, QEMU binaries in .qemu/.
+# Exits non-zero if anything fails.
+set -uo pipefail
+cd "$(dirname "$0")"
+TARGETS="thumbv7em-none-eabihf riscv32imac-unknown-none-elf riscv32imafc-unknown-none-elf"
+export QEMU_DIR=$PWD/.qemu/usr/bin
+
+# --- toolchain ---
+installed=$(rustup target list --installed)
+for t in $TARGETS; do
+  grep -qx "$t" <<<"$installed" || rustup target add "$t"
+done
+SIZE=$(rustc --print sysroot)/lib/rustlib/x86_64-unknown-linux-gnu/bin/llvm-size
+[ -x "$SIZE" ] || rustup component add llvm-tools
+
+# --- QEMU (FIRMWARE notes: never apt-get install qemu-system-arm, it removes qemu-utils) ---
+if [ ! -x "$QEMU_DIR/qemu-system-arm" ] || [ ! -x "$QEMU_DIR/qemu-system-riscv32" ] \
+   || ! "$QEMU_DIR/qemu-system-arm" --version >/dev/null 2>&1 \
+   || ! "$QEMU_DIR/qemu-system-riscv32" --version >/dev/null 2>&1; then
+  apt-get update -qq
+  deps=$(apt-cache depends qemu-system-arm qemu-system-misc | awk '/ Depends:/{print $2}' | grep -v -e '^<' -e '^qemu-' | sort -u)
+  apt-get install -y -qq --no-install-recommends --no-upgrade $deps >/dev/null
+  tmp=$(mktemp -d)
+  (cd "$tmp" && apt-get download -qq -o APT::Sandbox::User=root qemu-system-arm qemu-system-misc)
+  mkdir -p .qemu
+  dpkg-deb --fsys-tarfile "$tmp"/qemu-system-arm_*.deb | tar -x -C .qemu ./usr/bin/qemu-system-arm
+  dpkg-deb --fsys-tarfile "$tmp"/qemu-system-misc_*.deb | tar -x -C .qemu ./usr/bin/qemu-system-riscv32
+  rm -rf "$tmp"
+fi
+
+fail=0
+summary=()
+for t in $TARGETS; do
+  log=$(mktemp)
+  status=ok
+  if ! cargo build --release -q --target "$t"; then
+    status=FAIL
+  fi
+  elf=target/$t/release/mlff-firmware-demo
+  if [ $status = ok ]; then
+    ./qemu-run.sh "$elf" >"$log" 2>&1
+    rc=$?
+    [ $rc -eq 0 ] && grep -qx OK "$log" || status=FAIL
+    if [ $status = FAIL ]; then echo "--- $t (exit $rc) ---"; cat "$log"; fi
+  fi
+  field() { grep -o "$1=[^ ]*" "$log" | head -1 | cut -d= -f2; }
+  ipe=$(field instructions_per_eval); stack=$(field stack_bytes); err=$(field energy_rel_err_e12)
+  flash=n/a; ram=n/a
+  if [ -f "$elf" ]; then
+    # Flash: code + read-only data + vector table + initialised data; RAM: data + bss (+ uninit).
+    read -r flash ram < <("$SIZE" -A "$elf" | awk '
+      $1 ~ /^\.(vector_table|text|rodata|init|trap)/ {f += $2}
+      $1 ~ /^\.data/ {f += $2; r += $2}
+      $1 ~ /^\.(bss|sbss|sdata|uninit)/ {r += $2}
+      END {print f+0, r+0}')
+  fi
+  [ -n "$err" ] && err=$(python3 -c "print(f'{$err*1e-12:.3g}')") || err=n/a
+  summary+=("target=$t status=$status instructions_per_eval=${ipe:-n/a} flash_bytes=$flash ram_bytes=$ram stack_bytes=${stack:-n/a} energy_rel_err=$err")
+  [ $status = ok ] || fail=1
+  rm -f "$log"
+done
+
+# --- corrupted blob must be rejected with the checksum error (Cortex-M4F and RV32IMAC) ---
+for t in thumbv7em-none-eabihf riscv32imac-unknown-none-elf; do
+  out=$(cargo build --release -q --target "$t" --features corrupt-blob --target-dir target/corrupt 2>&1 \
+        && ./qemu-run.sh target/corrupt/$t/release/mlff-firmware-demo 2>&1)
+  rc=$?
+  if [ $rc -ne 0 ] && grep -q checksum <<<"$out"; then
+    summary+=("target=$t corrupt-blob=ok (exit $rc: $(grep -o 'blob checksum[^\n]*' <<<"$out" | head -1))")
+  else
+    summary+=("target=$t corrupt-blob=FAIL (exit $rc)"); echo "$out"; fail=1
+  fi
+done
+
+printf '%s\n' "${summary[@]}"
+exit $fail
