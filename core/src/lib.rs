@@ -36,6 +36,7 @@ pub mod crc32;
 pub mod cutoff;
 pub mod descriptor;
 pub mod error;
+pub mod f32math;
 pub mod math;
 pub mod mlp;
 pub mod model;

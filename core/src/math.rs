@@ -2,9 +2,10 @@
 //! tests and firmware run the same code, and a target-specific approximation can be swapped in
 //! here only.
 //!
-//! Both implementations forward to `libm` (correctly rounded to within 1 ulp for `f64`; the `f32`
-//! versions of `exp`/`cos` compute in `f64` internally, which is slow on an f32-only FPU — an
-//! f32-native path with a stated error comes with the firmware work).
+//! `f64` forwards to `libm`. `f32` uses f32-native `exp`, `tanh`, `cos` and `sin` from
+//! [`crate::f32math`] (libm's compute in f64 internally: software double arithmetic on an
+//! f32-only FPU), with the maximum errors stated and tested there, on every target, so that host
+//! and firmware agree bit for bit.
 
 use core::fmt::{Debug, Display};
 use core::ops::{Add, AddAssign, Div, DivAssign, Mul, MulAssign, Neg, Sub, SubAssign};
@@ -221,16 +222,18 @@ impl_real!(
     libm::floor,
     libm::fabs
 );
+// f32: exp, tanh, cos and sin are f32-native (crate::f32math, errors stated and tested there);
+// the rest is libm.
 impl_real!(
     f32,
     4,
-    libm::expf,
+    crate::f32math::exp,
     libm::logf,
     libm::log1pf,
     libm::sqrtf,
-    libm::tanhf,
-    libm::cosf,
-    libm::sinf,
+    crate::f32math::tanh,
+    crate::f32math::cos,
+    crate::f32math::sin,
     libm::acosf,
     libm::powf,
     libm::floorf,

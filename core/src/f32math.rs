@@ -1,0 +1,204 @@
+//! f32-native `exp`, `sin`, `cos` and `tanh`: libm's f32 versions compute in f64 internally,
+//! which on an f32-only FPU (Cortex-M4F) or a soft-float core is software double arithmetic
+//! (FIRMWARE.md measures ~11× the instructions). These work in f32 throughout, on every target,
+//! so host and firmware compute the same bits.
+//!
+//! Maximum errors, checked against f64 references by the tests below over the ranges stated:
+//! | function | range | maximum error |
+//! |---|---|---|
+//! | [`exp`] | −87.3 ≤ x ≤ 88.7 (0 below, +∞ above) | 2.5e−7 relative |
+//! | [`sin`], [`cos`] | \|x\| ≤ 100 | 2.5e−7 absolute; 2.5e−7 relative for \|x\| ≤ π/4 |
+//! | [`tanh`] | all x | 5e−7 relative |
+//!
+//! Methods: Cody–Waite range reduction (k·ln 2, k·π/2 with the constant split in parts so that
+//! k·part is exact), then Taylor polynomials of degree high enough that truncation is below
+//! half an ulp on the reduced interval, evaluated by Horner's rule.
+// Bit-level construction of 2^k needs integer arithmetic on exponents; the casts below are on
+// values already clamped to their ranges.
+#![allow(clippy::cast_possible_truncation)]
+
+const LOG2E: f32 = core::f32::consts::LOG2_E;
+/// ln 2 split so that k·LN2_HI is exact for |k| < 2^11.
+const LN2_HI: f32 = 0.693_359_4;
+const LN2_LO: f32 = -2.121_944_4e-4;
+
+/// e^x.
+#[inline]
+pub fn exp(x: f32) -> f32 {
+    if x.is_nan() {
+        return x;
+    }
+    if x > 88.72 {
+        return f32::INFINITY;
+    }
+    // Below this the result is subnormal (< 1.2e−38): returned as 0.
+    if x < -87.3 {
+        return 0.0;
+    }
+    let k = round(x * LOG2E);
+    let r = (x - k * LN2_HI) - k * LN2_LO;
+    // |r| ≤ 0.347: degree 7 leaves a truncation error below 6e−9.
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0
+                    + r * (1.0 / 24.0
+                        + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
+    let k = k as i32;
+    if k > 127 {
+        return p * pow2(127) * pow2(k - 127);
+    }
+    p * pow2(k)
+}
+
+/// 2^k for −126 ≤ k ≤ 127.
+#[inline(always)]
+fn pow2(k: i32) -> f32 {
+    f32::from_bits(((k + 127).clamp(1, 254) as u32) << 23)
+}
+
+/// Round to nearest (ties away from zero), for |x| < 2^22.
+#[inline(always)]
+fn round(x: f32) -> f32 {
+    let t = (x.abs() + 0.5) as i32 as f32;
+    if x < 0.0 {
+        -t
+    } else {
+        t
+    }
+}
+
+/// π/2 split in three parts (Cody–Waite) so that k·part is exact for moderate k.
+const PIO2_1: f32 = 1.570_312_5;
+const PIO2_2: f32 = 4.837_513e-4;
+const PIO2_3: f32 = 7.549_79e-8;
+const TWO_OVER_PI: f32 = core::f32::consts::FRAC_2_PI;
+
+/// (sin r, cos r) for |r| ≤ π/4.
+#[inline(always)]
+fn sincos_kernel(r: f32) -> (f32, f32) {
+    let r2 = r * r;
+    let s = r
+        * (1.0
+            + r2 * (-1.0 / 6.0
+                + r2 * (1.0 / 120.0 + r2 * (-1.0 / 5040.0 + r2 * (1.0 / 362_880.0)))));
+    let c = 1.0
+        + r2 * (-0.5
+            + r2 * (1.0 / 24.0
+                + r2 * (-1.0 / 720.0 + r2 * (1.0 / 40_320.0 + r2 * (-1.0 / 3_628_800.0)))));
+    (s, c)
+}
+
+/// (sin x, cos x).
+#[inline]
+pub fn sin_cos(x: f32) -> (f32, f32) {
+    if !x.is_finite() {
+        return (f32::NAN, f32::NAN);
+    }
+    // Beyond |x| ~ 2^20 the reduction loses all precision; such arguments do not occur in
+    // cutoffs (|x| ≤ π) and are meaningless for an activation, so they are clamped.
+    let k = round((x * TWO_OVER_PI).clamp(-1_048_576.0, 1_048_576.0));
+    let r = ((x - k * PIO2_1) - k * PIO2_2) - k * PIO2_3;
+    let (s, c) = sincos_kernel(r);
+    match (k as i32) & 3 {
+        0 => (s, c),
+        1 => (c, -s),
+        2 => (-s, -c),
+        _ => (-c, s),
+    }
+}
+
+/// sin x.
+#[inline]
+pub fn sin(x: f32) -> f32 {
+    sin_cos(x).0
+}
+
+/// cos x.
+#[inline]
+pub fn cos(x: f32) -> f32 {
+    sin_cos(x).1
+}
+
+/// tanh x.
+#[inline]
+pub fn tanh(x: f32) -> f32 {
+    let a = x.abs();
+    if a.is_nan() {
+        return x;
+    }
+    let t = if a > 9.1 {
+        1.0
+    } else if a < 0.3 {
+        // Odd Taylor series; the first omitted term is below 2e−9 relative here.
+        let a2 = a * a;
+        a * (1.0
+            + a2 * (-1.0 / 3.0
+                + a2 * (2.0 / 15.0
+                    + a2 * (-17.0 / 315.0 + a2 * (62.0 / 2835.0 + a2 * (-1382.0 / 155_925.0))))))
+    } else {
+        1.0 - 2.0 / (exp(2.0 * a) + 1.0)
+    };
+    if x < 0.0 {
+        -t
+    } else {
+        t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rel(a: f32, b: f64) -> f64 {
+        (f64::from(a) - b).abs() / b.abs().max(f64::MIN_POSITIVE)
+    }
+
+    #[test]
+    fn exp_error_table() {
+        let mut worst: f64 = 0.0;
+        for i in -87_300..=88_700 {
+            let x = i as f32 * 1e-3;
+            worst = worst.max(rel(exp(x), libm::exp(f64::from(x))));
+        }
+        assert!(worst <= 2.5e-7, "exp: {worst:e}");
+        assert_eq!(exp(-100.0), 0.0);
+        assert_eq!(exp(100.0), f32::INFINITY);
+        assert!(exp(f32::NAN).is_nan());
+        assert_eq!(exp(0.0), 1.0);
+    }
+
+    #[test]
+    fn sin_cos_error_table() {
+        let (mut abs_worst, mut rel_worst): (f64, f64) = (0.0, 0.0);
+        for i in -100_000..=100_000 {
+            let x = i as f32 * 1e-3;
+            let (s, c) = sin_cos(x);
+            let xd = f64::from(x);
+            abs_worst = abs_worst
+                .max((f64::from(s) - libm::sin(xd)).abs())
+                .max((f64::from(c) - libm::cos(xd)).abs());
+            if x.abs() <= core::f32::consts::FRAC_PI_4 && x != 0.0 {
+                rel_worst = rel_worst.max(rel(s, libm::sin(xd)));
+            }
+        }
+        assert!(abs_worst <= 2.5e-7, "sin/cos absolute: {abs_worst:e}");
+        assert!(rel_worst <= 2.5e-7, "sin relative: {rel_worst:e}");
+        assert!(sin(f32::INFINITY).is_nan());
+    }
+
+    #[test]
+    fn tanh_error_table() {
+        let mut worst: f64 = 0.0;
+        for i in -12_000..=12_000 {
+            let x = i as f32 * 1e-3;
+            if x != 0.0 {
+                worst = worst.max(rel(tanh(x), libm::tanh(f64::from(x))));
+            }
+        }
+        assert!(worst <= 5e-7, "tanh: {worst:e}");
+        assert_eq!(tanh(0.0), 0.0);
+        assert_eq!(tanh(50.0), 1.0);
+        assert_eq!(tanh(-50.0), -1.0);
+    }
+}
