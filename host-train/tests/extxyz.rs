@@ -7,38 +7,15 @@
 //! `MLFF_REQUIRE_REFDATA=1`.
 
 use std::io::{BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use mlff_train::extxyz::{
     parse_extxyz, read_extxyz, write_extxyz, write_frame, Column, ColumnData, ExtxyzReader, Frame,
     InfoValue,
 };
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// The reference file `rel`, or `None` (after a message) when the data are not there.
-fn refdata(rel: &str) -> Option<PathBuf> {
-    let dir = std::env::var_os("MLFF_REFDATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("../shared/data"));
-    let dir = if dir.is_absolute() {
-        dir
-    } else {
-        workspace_root().join(dir)
-    };
-    let path = dir.join(rel);
-    if path.is_file() {
-        return Some(path);
-    }
-    let msg = format!("reference data not found: {}", path.display());
-    if std::env::var("MLFF_REQUIRE_REFDATA").is_ok_and(|v| v == "1") {
-        panic!("{msg}; MLFF_REQUIRE_REFDATA=1 forbids skipping");
-    }
-    eprintln!("{msg}; skipping");
-    None
-}
+mod common;
+use common::refdata;
 
 fn tmpdir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("mlff-extxyz-{name}-{}", std::process::id()));
