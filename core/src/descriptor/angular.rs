@@ -26,10 +26,12 @@ fn pow_zeta_m1<T: Real>(base: T, zeta: T) -> T {
     }
 }
 
-/// 2^(1−ζ) for each function of the group, written into `pref`.
+/// 2^(1−ζ) = (1/2)^(ζ−1) for each function of the group, written into `pref`: exact
+/// repeated halving for integer ζ (no `powf`, which is software double arithmetic on an f32-only
+/// FPU), `powf` otherwise.
 pub(crate) fn prefactors<T: Real>(g: &Group<'_, T>, pref: &mut [T]) {
     for (p, &z) in pref.iter_mut().zip(g.lane(2)) {
-        *p = T::TWO.powf(T::ONE - z);
+        *p = pow_zeta_m1(T::HALF, z);
     }
 }
 
