@@ -25,6 +25,8 @@
 //! Numerical guard: near the edges, 1 − x is formed as min(a − left, right − a)/w (exact
 //! differences near either edge, Sterbenz) rather than as 1 − x, for the same reason as in
 //! [`crate::cutoff`]; for the asymmetric cores 1 − (2 − x)x = (1 − x)² exactly.
+// Without the `polynomial` feature only the codes are used (to validate blobs).
+#![cfg_attr(not(feature = "polynomial"), allow(dead_code))]
 
 use crate::cutoff::{shaped_xy, CutoffKind};
 use crate::math::Real;

@@ -23,6 +23,7 @@
 pub mod angular;
 pub mod compact;
 pub mod layout;
+#[cfg(feature = "polynomial")]
 pub mod polynomial;
 pub mod radial;
 
@@ -90,8 +91,15 @@ impl DescriptorKind {
     ];
 
     /// The kind with code `code`.
+    /// Without the `polynomial` feature (on by default) the polynomial kinds 20–25 are not
+    /// compiled in and their codes are unknown, so a blob that uses them fails to load with
+    /// `UnknownCode` instead of linking ~20 KB of kernels into firmware that does not need them.
     pub fn from_code(code: u8) -> Option<Self> {
-        Self::ALL.iter().copied().find(|k| k.code() == code)
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|k| k.code() == code)
+            .filter(|k| cfg!(feature = "polynomial") || !k.is_polynomial())
     }
 
     /// The code (n2p2 type number).
@@ -169,6 +177,7 @@ pub(crate) struct Group<'a, T> {
     /// The cutoff function (Gaussian kinds); for the polynomial kinds only its radius is used.
     pub cutoff: Cutoff<T>,
     /// The compact-function subtype (polynomial kinds only).
+    #[cfg_attr(not(feature = "polynomial"), allow(dead_code))]
     pub compact: Option<CompactKind>,
     /// Neighbour species (first and second; the second equals the first for radial kinds;
     /// unused by the element-weighted kinds).
@@ -277,8 +286,12 @@ pub(crate) fn values<T: Real>(
     row: &mut [T],
 ) {
     match (g.kind.is_polynomial(), g.kind.is_angular()) {
+        #[cfg(feature = "polynomial")]
         (true, true) => polynomial::angular_values(g, nb, zs, acc, row),
+        #[cfg(feature = "polynomial")]
         (true, false) => polynomial::radial_values(g, nb, zs, acc, row),
+        #[cfg(not(feature = "polynomial"))]
+        (true, _) => {}
         (false, true) => {
             angular::values(g, nb, work, zs, acc, row);
             angular::prefactors(g, pref);
@@ -299,8 +312,12 @@ pub(crate) fn backprop<T: Real, S: GradSink<T>>(
     sink: &mut S,
 ) {
     match (g.kind.is_polynomial(), g.kind.is_angular()) {
+        #[cfg(feature = "polynomial")]
         (true, true) => polynomial::angular_backprop(g, nb, zs, m, sink),
+        #[cfg(feature = "polynomial")]
         (true, false) => polynomial::radial_backprop(g, nb, zs, m, sink),
+        #[cfg(not(feature = "polynomial"))]
+        (true, _) => {}
         (false, true) => angular::backprop(g, nb, work, zs, m, sink),
         (false, false) => radial::backprop(g, nb, zs, m, sink),
     }
