@@ -446,82 +446,88 @@ impl Comparison {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let mut written = Vec::new();
         let m = self.metrics();
-        let mut out = |name: &str, size: (u32, u32), img: Vec<u8>| -> Result<()> {
-            let path = dir.join(name);
-            save_png(&path, &img, size)?;
+        // One parity plot and one error histogram per quantity.
+        let mut plot = |q: Quantity<'_>| -> Result<()> {
+            let labels = (
+                format!("reference ({})", q.unit),
+                format!("predicted ({})", q.unit),
+            );
+            let img = parity(
+                q.title, &labels.0, &labels.1, &q.points, q.elements, &q.notes,
+            )?;
+            let path = dir.join(format!("parity_{}.png", q.key));
+            save_png(&path, &img, PARITY_SIZE)?;
+            written.push(path);
+            let errs: Vec<(f64, usize)> =
+                q.points.iter().map(|p| (1e3 * (p.1 - p.0), p.2)).collect();
+            let axis = format!("predicted - reference (m{})", q.unit);
+            let img = histogram(q.error_title, &axis, &errs, q.elements)?;
+            let path = dir.join(format!("errors_{}.png", q.key));
+            save_png(&path, &img, HIST_SIZE)?;
             written.push(path);
             Ok(())
         };
         if !self.energies.is_empty() {
-            let pts: Vec<(f64, f64, usize)> = self
-                .energies
-                .iter()
-                .map(|e| {
-                    (
-                        e.reference / e.atoms as f64,
-                        e.predicted / e.atoms as f64,
-                        0,
-                    )
-                })
-                .collect();
             let e = &m.energy;
-            let notes = vec![
-                format!("N = {}", e.count),
-                format!("MAE  {} meV/atom", milli(e.mae_per_atom)),
-                format!("RMSE {} meV/atom", milli(e.rmse_per_atom)),
-                format!("R² (total E) {}", plain(e.r2)),
-            ];
-            let img = parity(
-                "Energy per atom",
-                "reference (eV/atom)",
-                "predicted (eV/atom)",
-                &pts,
-                &[],
-                &notes,
-            )?;
-            out("parity_energy.png", PARITY_SIZE, img)?;
-            let errs: Vec<(f64, usize)> = pts.iter().map(|p| (1e3 * (p.1 - p.0), 0)).collect();
-            let img = histogram(
-                "Energy error per atom",
-                "predicted - reference (meV/atom)",
-                &errs,
-                &[],
-            )?;
-            out("errors_energy.png", HIST_SIZE, img)?;
+            plot(Quantity {
+                key: "energy",
+                title: "Energy per atom",
+                error_title: "Energy error per atom",
+                unit: "eV/atom",
+                points: self
+                    .energies
+                    .iter()
+                    .map(|e| {
+                        (
+                            e.reference / e.atoms as f64,
+                            e.predicted / e.atoms as f64,
+                            0,
+                        )
+                    })
+                    .collect(),
+                elements: &[],
+                notes: vec![
+                    format!("N = {}", e.count),
+                    format!("MAE  {} meV/atom", milli(e.mae_per_atom)),
+                    format!("RMSE {} meV/atom", milli(e.rmse_per_atom)),
+                    format!("R² (total E) {}", plain(e.r2)),
+                ],
+            })?;
         }
         if !self.forces.is_empty() {
-            let pts: Vec<(f64, f64, usize)> = self
-                .forces
-                .iter()
-                .map(|f| (f.reference, f.predicted, f.element))
-                .collect();
             let f = &m.forces;
-            let notes = vec![
-                format!("N = {} components", f.count),
-                format!("MAE  {} meV/Å", milli(f.mae)),
-                format!("RMSE {} meV/Å", milli(f.rmse)),
-                format!("R² {}", plain(f.r2)),
-            ];
-            let img = parity(
-                "Force components",
-                "reference (eV/Å)",
-                "predicted (eV/Å)",
-                &pts,
-                &self.elements,
-                &notes,
-            )?;
-            out("parity_forces.png", PARITY_SIZE, img)?;
-            let errs: Vec<(f64, usize)> = pts.iter().map(|p| (1e3 * (p.1 - p.0), p.2)).collect();
-            let img = histogram(
-                "Force component error",
-                "predicted - reference (meV/Å)",
-                &errs,
-                &self.elements,
-            )?;
-            out("errors_forces.png", HIST_SIZE, img)?;
+            plot(Quantity {
+                key: "forces",
+                title: "Force components",
+                error_title: "Force component error",
+                unit: "eV/Å",
+                points: self
+                    .forces
+                    .iter()
+                    .map(|f| (f.reference, f.predicted, f.element))
+                    .collect(),
+                elements: &self.elements,
+                notes: vec![
+                    format!("N = {} components", f.count),
+                    format!("MAE  {} meV/Å", milli(f.mae)),
+                    format!("RMSE {} meV/Å", milli(f.rmse)),
+                    format!("R² {}", plain(f.r2)),
+                ],
+            })?;
         }
         Ok(written)
     }
+}
+
+/// One quantity to plot: (reference, predicted, element) points and the text around them.
+struct Quantity<'a> {
+    key: &'static str,
+    title: &'static str,
+    error_title: &'static str,
+    unit: &'static str,
+    points: Vec<(f64, f64, usize)>,
+    elements: &'a [String],
+    notes: Vec<String>,
 }
 
 /// Writes an RGB image to `path` as PNG: through a temporary file beside it, synced, then
