@@ -2,8 +2,9 @@
 //! `alpha` (r_ci = alpha·rc): for the codes that use it, f_c = 1 for r < r_ci and the shaped
 //! part runs over x = (r − r_ci)/(rc − r_ci) ∈ [0, 1).
 //!
-//! Every function here returns `(f_c, df_c/dr)` for 0 ≤ r < rc; callers never evaluate at
-//! r ≥ rc (neighbours at or beyond a descriptor's cutoff are skipped, as in n2p2).
+//! Every function here returns `(f_c, df_c/dr)` for 0 ≤ r ≤ rc, with (0, 0) at rc for every kind
+//! but the hard one; beyond rc callers either skip the neighbour (as n2p2 does) or use
+//! [`Cutoff::eval_lanes`], which masks those lanes to (0, 0).
 
 use crate::math::Real;
 
@@ -88,7 +89,9 @@ impl<T: Real> Cutoff<T> {
         self.rc
     }
 
-    /// `(f_c(r), df_c/dr)` for 0 ≤ r < rc.
+    /// `(f_c(r), df_c/dr)` for 0 ≤ r ≤ rc (both 0 at rc, except for the hard kind). Straight-line
+    /// code for every kind but `Cos` (whose `sin` is a libm call in f64), so that it vectorises
+    /// inside loops over neighbour lanes.
     #[inline(always)]
     pub fn eval(&self, r: T) -> (T, T) {
         // Numerical guard, used by every kind below: the distance to the cutoff, rc − r, is exact
@@ -104,25 +107,83 @@ impl<T: Real> Cutoff<T> {
                 tanh_cubed(gap * self.inv_rc, self.inv_rc, T::from_f64(INV_TANH1_CUBED))
             }
             _ => {
-                if r < self.rci {
-                    return (T::ONE, T::ZERO);
-                }
-                let x = (r - self.rci) * self.inv_width;
-                let y = gap * self.inv_width;
+                // Inside r_ci the shaped part is evaluated at x = 0 and replaced by (1, 0).
+                let x = ((r - self.rci) * self.inv_width).max(T::ZERO);
+                let y = (gap * self.inv_width).min(T::ONE);
                 let (f, dfdx) = shaped_xy(self.kind, x, y);
-                (f, dfdx * self.inv_width)
+                let inner = r < self.rci;
+                (
+                    if inner { T::ONE } else { f },
+                    if inner { T::ZERO } else { dfdx * self.inv_width },
+                )
             }
         }
+    }
+
+    /// [`Cutoff::eval`] over `W` lanes, with the kind dispatched once outside the lane loop; lanes
+    /// at or beyond rc give (0, 0) (also for the hard kind).
+    #[inline(always)]
+    pub fn eval_lanes<const W: usize>(&self, r: [T; W]) -> ([T; W], [T; W]) {
+        let rc = self.rc;
+        let mut f = [T::ZERO; W];
+        let mut d = [T::ZERO; W];
+        macro_rules! each {
+            ($kind:expr) => {{
+                let c = Cutoff { kind: $kind, ..*self };
+                for ((f, d), &r) in f.iter_mut().zip(d.iter_mut()).zip(r.iter()) {
+                    let (a, b) = c.eval(r.min(rc));
+                    let inside = r < rc;
+                    *f = if inside { a } else { T::ZERO };
+                    *d = if inside { b } else { T::ZERO };
+                }
+            }};
+        }
+        match self.kind {
+            CutoffKind::Hard => each!(CutoffKind::Hard),
+            CutoffKind::Cos => each!(CutoffKind::Cos),
+            CutoffKind::TanhU => each!(CutoffKind::TanhU),
+            CutoffKind::Tanh => each!(CutoffKind::Tanh),
+            CutoffKind::Exp => each!(CutoffKind::Exp),
+            CutoffKind::Poly1 => each!(CutoffKind::Poly1),
+            CutoffKind::Poly2 => each!(CutoffKind::Poly2),
+            CutoffKind::Poly3 => each!(CutoffKind::Poly3),
+            CutoffKind::Poly4 => each!(CutoffKind::Poly4),
+        }
+        (f, d)
     }
 }
 
 /// 1/tanh(1)³ = ((e² + 1)/(e² − 1))³, the normalisation n2p2 uses.
 const INV_TANH1_CUBED: f64 = 2.263_753_795_225_351;
 
+/// tanh(u) for 0 ≤ u ≤ 1 without branches: (1 − e^(−2u))/(1 + e^(−2u)), and for small u (where
+/// 1 − e^(−2u) cancels) the odd Taylor series through u¹³, whose first omitted term is below
+/// 1e−20 relative for u < 0.03 and 1e−10 for u < 0.3; the f32 switch point is the later one.
+#[inline(always)]
+fn tanh_unit<T: Real>(u: T) -> T {
+    let c = T::from_f64;
+    let e = (-(u + u)).exp();
+    let wide = (T::ONE - e) / (T::ONE + e);
+    let u2 = u * u;
+    let series = u
+        * (T::ONE
+            + u2 * (c(-1.0 / 3.0)
+                + u2 * (c(2.0 / 15.0)
+                    + u2 * (c(-17.0 / 315.0)
+                        + u2 * (c(62.0 / 2835.0)
+                            + u2 * (c(-1382.0 / 155_925.0) + u2 * c(21_844.0 / 6_081_075.0)))))));
+    let switch = c(if T::BYTES < 8 { 0.3 } else { 0.03 });
+    if u < switch {
+        series
+    } else {
+        wide
+    }
+}
+
 /// tanh³(u) with u = 1 − r/rc, and its derivative in r.
 #[inline(always)]
 fn tanh_cubed<T: Real>(u: T, inv_rc: T, norm: T) -> (T, T) {
-    let t = u.tanh();
+    let t = tanh_unit(u);
     let t2 = t * t;
     // d/dr tanh³(1 − r/rc) = 3 tanh² (1 − tanh²) · (−1/rc)
     let three = T::from_f64(3.0);
@@ -152,11 +213,9 @@ pub fn shaped_xy<T: Real>(kind: CutoffKind, x: T, y: T) -> (T, T) {
             let q = y * (T::ONE + x); // 1 − x², accurate near x = 1
             let f = (T::ONE - T::ONE / q).exp();
             // Guard: as x → 1 the exponent → −∞ and f underflows to 0 while 1/q² overflows;
-            // return the exact limit (0, 0) instead of 0·∞ = NaN.
-            if f == T::ZERO {
-                return (T::ZERO, T::ZERO);
-            }
-            (f, -T::TWO * x / (q * q) * f)
+            // select the exact limit (0, 0) instead of 0·∞ = NaN.
+            let d = -T::TWO * x / (q * q) * f;
+            (f, if f == T::ZERO { T::ZERO } else { d })
         }
         CutoffKind::Poly1 => (y * y * (T::ONE + T::TWO * x), -c(6.0) * x * y),
         CutoffKind::Poly2 => {

@@ -22,21 +22,19 @@ const LOG2E: f32 = core::f32::consts::LOG2_E;
 const LN2_HI: f32 = 0.693_359_4;
 const LN2_LO: f32 = -2.121_944_4e-4;
 
-/// e^x.
-#[inline]
+/// 1.5·2^23: adding it rounds an f32 of magnitude < 2^22 to an integer (ties to even), which
+/// then sits in the low mantissa bits.
+const SHIFT: f32 = 12_582_912.0;
+
+/// e^x, without branches (so that loops over lanes of it vectorise).
+#[inline(always)]
 pub fn exp(x: f32) -> f32 {
-    if x.is_nan() {
-        return x;
-    }
-    if x > 88.72 {
-        return f32::INFINITY;
-    }
-    // Below this the result is subnormal (< 1.2e−38): returned as 0.
-    if x < -87.3 {
-        return 0.0;
-    }
-    let k = round(x * LOG2E);
-    let r = (x - k * LN2_HI) - k * LN2_LO;
+    // Range clamp first: NaN passes through `clamp` and the polynomial, and the selects below
+    // give the limits outside the range.
+    let xc = x.clamp(-87.5, 88.72);
+    let t = xc * LOG2E + SHIFT;
+    let k = t - SHIFT;
+    let r = (xc - k * LN2_HI) - k * LN2_LO;
     // |r| ≤ 0.347: degree 7 leaves a truncation error below 6e−9.
     let p = 1.0
         + r * (1.0
@@ -44,11 +42,17 @@ pub fn exp(x: f32) -> f32 {
                 + r * (1.0 / 6.0
                     + r * (1.0 / 24.0
                         + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
-    let k = k as i32;
-    if k > 127 {
-        return p * pow2(127) * pow2(k - 127);
+    // k = round(x·log2 e) as an integer, read from the mantissa of t; 2^k in two factors so that
+    // k = 128 (x close to the overflow threshold) is representable.
+    let k = (t.to_bits() as i32).wrapping_sub(SHIFT.to_bits() as i32);
+    let y = p * pow2(k >> 1) * pow2(k - (k >> 1));
+    // Below −87.3 the result is subnormal (< 1.2e−38): returned as 0.
+    let y = if x < -87.3 { 0.0 } else { y };
+    if x > 88.72 {
+        f32::INFINITY
+    } else {
+        y
     }
-    p * pow2(k)
 }
 
 /// 2^k for −126 ≤ k ≤ 127.

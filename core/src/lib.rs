@@ -37,6 +37,7 @@ pub mod cutoff;
 pub mod descriptor;
 pub mod error;
 pub mod f32math;
+pub mod f64math;
 pub mod math;
 pub mod mlp;
 pub mod model;

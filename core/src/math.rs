@@ -210,7 +210,7 @@ macro_rules! impl_real {
 impl_real!(
     f64,
     8,
-    libm::exp,
+    crate::f64math::exp,
     libm::log,
     libm::log1p,
     libm::sqrt,

@@ -8,7 +8,8 @@ use crate::cell::Cell;
 use crate::cutoff::CutoffKind;
 use crate::descriptor::compact::{CompactKind, ANGLE_TOLERANCE};
 use crate::descriptor::GROUP_RECORD;
-use crate::descriptor::{self, DescriptorKind, Group, JacobianSink, WeightedSink};
+use crate::descriptor::batched::PairCache;
+use crate::descriptor::{self, DescriptorKind, Group, JacobianSink};
 use crate::error::ComputeError;
 use crate::math::Real;
 use crate::mlp::{Activation, Layer};
@@ -53,6 +54,9 @@ pub struct ModelDims {
     pub max_width: usize,
     /// Most neurons (outputs of all layers) of any network.
     pub max_network: usize,
+    /// Most distinct (η, r_s) channels of an angular group the batched kernels evaluate (sizes
+    /// their per-neighbour cache, see [`crate::descriptor::batched::slot_reals`]).
+    pub max_channels: usize,
 }
 
 /// A species record decoded from `SPEC`.
@@ -273,7 +277,8 @@ impl<'a, T: Real> Model<'a, T> {
             if rec.group_start.saturating_add(rec.group_count) > n_groups {
                 return Err(shape("species groups", s));
             }
-            Self::validate_groups(&sections, reals, &rec, n_species, cutoff, s)?;
+            let channels = Self::validate_groups(&sections, reals, &rec, n_species, cutoff, s)?;
+            dims.max_channels = dims.max_channels.max(channels);
             if rec.layer_count == 0 {
                 return Err(shape("layer count", s));
             }
@@ -347,8 +352,9 @@ impl<'a, T: Real> Model<'a, T> {
         n_species: usize,
         cutoff: T,
         s: usize,
-    ) -> Result<(), BlobError> {
+    ) -> Result<usize, BlobError> {
         let groups = rec.group_start..rec.group_start + rec.group_count;
+        let mut channels = 0;
         for gi in groups.clone() {
             let b = gi * GROUP_RECORD;
             let code = |k| u8_at(sections.groups, b + k).unwrap_or(0);
@@ -413,6 +419,10 @@ impl<'a, T: Real> Model<'a, T> {
             if (0..g.n).any(|k| g.feature(k) >= rec.n_features) {
                 return Err(shape("feature index", gi));
             }
+            if !kind.is_polynomial() {
+                let plan = descriptor::batched::Plan::new(&g);
+                channels = plan.map_or(channels, |p| channels.max(p.channels()));
+            }
         }
         // Each feature must be written by exactly one function.
         for f in 0..rec.n_features {
@@ -426,7 +436,7 @@ impl<'a, T: Real> Model<'a, T> {
                 return Err(shape("feature coverage", s));
             }
         }
-        Ok(())
+        Ok(channels)
     }
 
     /// The windows of a polynomial group `g` (index `gi`): r_l < r_c for every function, and for
@@ -765,19 +775,32 @@ impl<'a, T: Real> Model<'a, T> {
                 .ok_or(ComputeError::CorruptModel)?;
         g_out.iter_mut().for_each(|x| *x = T::ZERO);
         let (lanes, mut work) = nb.lanes();
+        descriptor::batched::fill_geometry(&lanes, sc.slots);
+        let mut cache = PairCache::for_values(sc.pairs);
         for gi in rec.group_start..rec.group_start + rec.group_count {
             let g = self.group(gi)?;
             let acc = sc.acc.get_mut(..g.n).ok_or(ComputeError::CorruptModel)?;
             acc.iter_mut().for_each(|x| *x = T::ZERO);
             let row = sc.row.get_mut(..g.n).ok_or(ComputeError::CorruptModel)?;
             let pref = sc.mult.get_mut(..g.n).ok_or(ComputeError::CorruptModel)?;
-            descriptor::values(&g, &lanes, &mut work, self.zs(), acc, pref, row);
+            descriptor::values(
+                &g,
+                &lanes,
+                &mut work,
+                self.zs(),
+                acc,
+                pref,
+                row,
+                sc.slots,
+                &mut cache,
+            );
             for (s, &v) in acc.iter().enumerate() {
                 if let Some(x) = g_out.get_mut(g.feature(s)) {
                     *x += v;
                 }
             }
         }
+        sc.pairs_filled = cache.filled();
         Ok(())
     }
 
@@ -872,19 +895,12 @@ impl<'a, T: Real> Model<'a, T> {
         }
         probe.enter(Stage::Forces);
         let n_nb = nb.len();
-        let (lanes, work) = nb.lanes();
+        let (lanes, mut work) = nb.lanes();
         // Start from zero on every call, so repeated evaluations of one neighbour set agree.
         for g in [&mut *work.gx, &mut *work.gy, &mut *work.gz] {
             g.iter_mut().take(n_nb).for_each(|x| *x = T::ZERO);
         }
-        let mut sink = WeightedSink::new(work.gx, work.gy, work.gz);
-        let mut cache = crate::neighbors::WorkLanes {
-            gx: &mut [],
-            gy: &mut [],
-            gz: &mut [],
-            fc: work.fc,
-            dfc: work.dfc,
-        };
+        let mut cache = PairCache::for_forces(sc.pairs, sc.pairs_filled);
         for gi in rec.group_start..rec.group_start + rec.group_count {
             let g = self.group(gi)?;
             let mult = sc.mult.get_mut(..g.n).ok_or(ComputeError::CorruptModel)?;
@@ -892,7 +908,7 @@ impl<'a, T: Real> Model<'a, T> {
             for (s, m) in mult.iter_mut().enumerate() {
                 *m *= sc.dedg.get(g.feature(s)).copied().unwrap_or(T::ZERO);
             }
-            descriptor::backprop(&g, &lanes, &mut cache, self.zs(), mult, &mut sink);
+            descriptor::forces(&g, &lanes, &mut work, self.zs(), mult, sc.slots, &mut cache);
         }
         Ok(energy)
     }

@@ -16,6 +16,7 @@
 //! f32 needs 24 and 60. The full descriptor Jacobian dG/dr is never stored by
 //! [`crate::Model::compute`]. Forces and per-atom energies are the caller's output slices.
 
+use crate::descriptor::batched::{pair_cache_reals, slot_reals};
 use crate::error::ComputeError;
 use crate::math::Real;
 use crate::model::{Model, ModelDims};
@@ -40,11 +41,24 @@ pub struct WorkspaceSize {
 impl WorkspaceSize {
     /// Sizes for a model with dimensions `dims`, `atoms` atoms and `neighbors` slots per atom.
     pub const fn new(dims: &ModelDims, atoms: usize, neighbors: usize) -> Self {
+        let minimal = Self::minimal(dims, atoms, neighbors);
+        WorkspaceSize {
+            reals: minimal.reals + pair_cache_reals(neighbors, dims.max_channels),
+            ..minimal
+        }
+    }
+
+    /// Like [`WorkspaceSize::new`] without the pair cache: the force pass recomputes the r_jk
+    /// factors of the narrow angular functions (same results, more arithmetic, much less memory
+    /// for large neighbour capacities). Reals beyond this size given to [`Workspace::new`] become
+    /// the pair cache.
+    pub const fn minimal(dims: &ModelDims, atoms: usize, neighbors: usize) -> Self {
         let per_model = 6 * dims.max_features + 2 * dims.max_network + 2 * dims.max_width;
+        let per_slot = NEIGHBOR_REALS + slot_reals(dims.max_channels);
         WorkspaceSize {
             atoms,
             neighbors,
-            reals: 3 * atoms + NEIGHBOR_REALS * neighbors + per_model,
+            reals: 3 * atoms + per_slot * neighbors + per_model,
             indices: 2 * atoms + (atoms + EXTRA_CELLS + 1) + NEIGHBOR_INDICES * neighbors,
         }
     }
@@ -76,6 +90,12 @@ pub(crate) struct AtomScratch<'w, T> {
     /// Back-propagation rows.
     pub b1: &'w mut [T],
     pub b2: &'w mut [T],
+    /// The batched kernels' per-neighbour cache (unit vectors, 1/r, channel factors).
+    pub slots: &'w mut [T],
+    /// The pair cache between value and force pass, and how much of it the last value pass
+    /// filled.
+    pub pairs: &'w mut [T],
+    pub pairs_filled: usize,
 }
 
 /// Caller memory for [`Model::compute`] and the per-atom calls.
@@ -100,7 +120,7 @@ impl<'w, T: Real> Workspace<'w, T> {
         indices: &'w mut [u32],
     ) -> Result<Self, ComputeError> {
         let dims = model.dims();
-        let size = WorkspaceSize::new(&dims, atoms, neighbors);
+        let size = WorkspaceSize::minimal(&dims, atoms, neighbors);
         if reals.len() < size.reals {
             return Err(ComputeError::BufferTooSmall {
                 what: "workspace reals",
@@ -127,7 +147,8 @@ impl<'w, T: Real> Workspace<'w, T> {
         let (y, rest) = split(rest, dims.max_network);
         let (deriv, rest) = split(rest, dims.max_network);
         let (b1, rest) = split(rest, dims.max_width);
-        let (b2, _) = split(rest, dims.max_width);
+        let (b2, rest) = split(rest, dims.max_width);
+        let (slots, pairs) = split(rest, slot_reals(dims.max_channels) * neighbors);
         let (cell_of, rest) = split(indices, atoms);
         let (order, rest) = split(rest, atoms);
         let (cell_start, rest) = split(rest, atoms + EXTRA_CELLS + 1);
@@ -150,6 +171,9 @@ impl<'w, T: Real> Workspace<'w, T> {
                 deriv,
                 b1,
                 b2,
+                slots,
+                pairs,
+                pairs_filled: 0,
             },
         })
     }

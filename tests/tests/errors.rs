@@ -85,7 +85,8 @@ fn bad_inputs_get_named_errors() {
         run(&s.pos, &s.species, Some(flat), 9, 64),
         Err(ComputeError::InvalidCell)
     );
-    let size = WorkspaceSize::new(&model.dims(), 9, 64);
+    // Below the minimal size (without the optional pair cache) the workspace is refused.
+    let size = WorkspaceSize::minimal(&model.dims(), 9, 64);
     let (mut r, mut i) = (vec![0.0; size.reals - 1], vec![0u32; size.indices]);
     assert!(matches!(
         Workspace::new(&model, 9, 64, &mut r, &mut i).err(),

@@ -21,6 +21,7 @@
 //! The feature-vector layout is described in [`layout`].
 
 pub mod angular;
+pub mod batched;
 pub mod compact;
 pub mod layout;
 #[cfg(feature = "polynomial")]
@@ -275,7 +276,9 @@ pub(crate) fn prefactors<T: Real>(g: &Group<'_, T>, out: &mut [T]) {
 
 /// Adds the values of group `g` (prefactors included) into `acc` (one per function). `zs` holds
 /// the atomic number of each species of the model; `pref` and `row` are scratch of the group's
-/// size.
+/// size; `slots` is the batched kernels' neighbour cache, with its geometry part filled by
+/// [`batched::fill_geometry`] for this neighbour set.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn values<T: Real>(
     g: &Group<'_, T>,
     nb: &Lanes<'_, T>,
@@ -284,7 +287,10 @@ pub(crate) fn values<T: Real>(
     acc: &mut [T],
     pref: &mut [T],
     row: &mut [T],
+    slots: &mut [T],
+    cache: &mut batched::PairCache<'_, T>,
 ) {
+    const W: usize = batched::LANES;
     match (g.kind.is_polynomial(), g.kind.is_angular()) {
         #[cfg(feature = "polynomial")]
         (true, true) => polynomial::angular_values(g, nb, zs, acc, row),
@@ -293,12 +299,61 @@ pub(crate) fn values<T: Real>(
         #[cfg(not(feature = "polynomial"))]
         (true, _) => {}
         (false, true) => {
-            angular::values(g, nb, work, zs, acc, row);
+            match batched::Plan::new(g) {
+                Some(plan) => {
+                    batched::angular_values::<T, W>(g, &plan, nb, zs, slots, cache, acc)
+                }
+                None => angular::values(g, nb, work, zs, acc, row),
+            }
             angular::prefactors(g, pref);
             acc.iter_mut().zip(pref.iter()).for_each(|(a, &p)| *a *= p);
         }
-        (false, false) => radial::values(g, nb, zs, acc, row),
+        (false, false) => match batched::Plan::new(g) {
+            Some(_) => batched::radial_values::<T, W>(g, nb, zs, acc),
+            None => radial::values(g, nb, zs, acc, row),
+        },
     }
+}
+
+/// The force path: adds Σ_s m_s ∂G_s/∂d_j of group `g` into the gradient lanes of `work`,
+/// through the batched kernels where they apply (`slots` as for [`values`]; `cache` holds what
+/// the value pass stored).
+pub(crate) fn forces<T: Real>(
+    g: &Group<'_, T>,
+    nb: &Lanes<'_, T>,
+    work: &mut WorkLanes<'_, T>,
+    zs: &[T],
+    m: &[T],
+    slots: &mut [T],
+    cache: &mut batched::PairCache<'_, T>,
+) {
+    const W: usize = batched::LANES;
+    if !g.kind.is_polynomial() {
+        if let Some(plan) = batched::Plan::new(g) {
+            if g.kind.is_angular() {
+                batched::angular_forces::<T, W>(g, &plan, nb, zs, slots, cache, m, work);
+            } else {
+                batched::radial_forces::<T, W>(g, nb, zs, slots, m, work);
+            }
+            return;
+        }
+    }
+    let WorkLanes {
+        gx,
+        gy,
+        gz,
+        fc,
+        dfc,
+    } = work;
+    let mut sink = WeightedSink::new(gx, gy, gz);
+    let mut cache = WorkLanes {
+        gx: &mut [],
+        gy: &mut [],
+        gz: &mut [],
+        fc,
+        dfc,
+    };
+    backprop(g, nb, &mut cache, zs, m, &mut sink);
 }
 
 /// Back-propagates multipliers `m` (one per function, prefactors included; see

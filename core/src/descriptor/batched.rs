@@ -1,0 +1,743 @@
+//! Batched kernels for the Gaussian kinds (n2p2 types 2, 3, 9, 12 and 13): neighbours, and
+//! neighbour pairs, in batches of `W` contiguous lanes (`[T; W]` arrays that LLVM maps onto SIMD
+//! registers), with no branches inside a batch. [`super::radial`] and [`super::angular`] are their
+//! plain reference twins: they handle what these do not (non-integer ζ, very large groups) and the
+//! tests check both against each other for every batch width.
+//!
+//! The angular sums factorise. With h_c(r) = w·f_c(r)·exp(−η_c (r − r_s,c)²) for each distinct
+//! (η, r_s) "channel" c of a group (w = 1, or Z for the element-weighted kind),
+//!
+//! ```text
+//! G4_s = 2^(1−ζ) Σ_{j<k} (1 + λ cos θ)^ζ · h_c(r_ij) · h_c(r_ik) · h_c,jk(r_jk)
+//! ```
+//!
+//! where h_c,jk = f_c(r_jk)·exp(−η_c (r_jk − r_s,c)²) (1 for the wide kind). h_c and its
+//! derivative are computed once per neighbour; a pair only needs its r_jk factor (one
+//! exponential per channel, and none for the wide kind) and one product per function. The force
+//! pass contracts the functions first: per channel, Q_c = Σ_{s∈c} m_s P_s(cos θ) and
+//! Q′_c = Σ_{s∈c} m_s P′_s(cos θ), so the gradient of a pair costs a handful of products per channel
+//! whatever the number of functions.
+//!
+//! Summation order is fixed by `W` alone (lane l sums the pairs k ≡ l mod `W` of each row, lanes
+//! are added in order at the end), so results do not depend on the instruction set the code is
+//! compiled for.
+// Lane arrays are `[T; W]` indexed by `l < W` in loops over the array itself, where the bound is
+// static; every index that depends on data goes through `get`. The no-panic link check
+// (core/no-panic-check) proves that no bounds-check panic survives.
+#![allow(clippy::indexing_slicing)]
+
+use super::angular::add;
+use super::{DescriptorKind, Group};
+use crate::math::Real;
+use crate::neighbors::{Lanes, WorkLanes, MAX_SPECIES};
+
+/// Lanes per batch: 8 on hosts with SIMD units (x86-64, AArch64), 1 on the scalar cores of
+/// microcontrollers, where padding lanes would be wasted work.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+pub const LANES: usize = 8;
+/// Lanes per batch: 8 on hosts with SIMD units (x86-64, AArch64), 1 on the scalar cores of
+/// microcontrollers, where padding lanes would be wasted work.
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+pub const LANES: usize = 1;
+
+/// Most functions in a group the batched kernels take (larger groups use the reference kernels).
+pub const MAX_FUNCTIONS: usize = 32;
+/// Most distinct (η, r_s) channels in an angular group the batched kernels take.
+pub const MAX_CHANNELS: usize = 8;
+/// Largest (integer) ζ the batched kernels take.
+pub const MAX_ZETA: u32 = 64;
+
+/// Reals per neighbour slot of the batched kernels' cache: the unit vector and 1/r, and (h_c, h_c′)
+/// for each of `max_channels` channels.
+pub const fn slot_reals(max_channels: usize) -> usize {
+    4 + 2 * max_channels
+}
+
+/// The channel count the kernels are instantiated for, for a group of `channels` channels.
+const fn instantiated(channels: usize) -> usize {
+    if LANES == 1 || channels > 4 {
+        MAX_CHANNELS
+    } else if channels == 0 {
+        1
+    } else {
+        channels
+    }
+}
+
+/// Reals of a [`PairCache`] that holds every neighbour pair of `neighbors` slots (with the
+/// padding of partly filled batches, for up to two rows per slot) for a model with
+/// `max_channels` channels: 1 + 2·NC reals per pair. Pairs beyond the cache are recomputed in
+/// the force pass, so a smaller cache is correct, only slower.
+pub const fn pair_cache_reals(neighbors: usize, max_channels: usize) -> usize {
+    if max_channels == 0 {
+        return 0;
+    }
+    let pairs = neighbors * neighbors.saturating_sub(1) / 2 + 2 * neighbors * (LANES - 1);
+    pairs * (1 + 2 * instantiated(max_channels))
+}
+
+/// `[T; W]` from a per-lane expression (`T` and `W` are the parameters of the calling kernel).
+/// A plain loop rather than `core::array::from_fn`, whose closure LLVM does not always inline
+/// (and then cannot vectorise).
+macro_rules! lanes {
+    ($l:ident => $e:expr) => {{
+        let mut out = [T::ZERO; W];
+        for ($l, o) in out.iter_mut().enumerate() {
+            *o = $e;
+        }
+        out
+    }};
+}
+
+/// `[[T; W]; N]` from a per-row lane array expression.
+macro_rules! rows {
+    ($n:expr, $c:ident => $e:expr) => {{
+        let mut out = [[T::ZERO; W]; $n];
+        for ($c, o) in out.iter_mut().enumerate() {
+            *o = $e;
+        }
+        out
+    }};
+}
+
+/// What the batched kernels need to know about a group, decoded once per group and call.
+#[derive(Clone, Copy)]
+pub(crate) struct Plan<T> {
+    n: usize,
+    channels: usize,
+    /// Channel of each function (angular kinds).
+    chan: [usize; MAX_FUNCTIONS],
+    eta: [T; MAX_CHANNELS],
+    rs: [T; MAX_CHANNELS],
+    zeta: [u32; MAX_FUNCTIONS],
+    lambda: [T; MAX_FUNCTIONS],
+}
+
+impl<T: Real> Plan<T> {
+    /// The plan of `g`, or `None` when the batched kernels do not take it.
+    pub fn new(g: &Group<'_, T>) -> Option<Self> {
+        use DescriptorKind::*;
+        if g.n > MAX_FUNCTIONS {
+            return None;
+        }
+        let mut p = Plan {
+            n: g.n,
+            channels: 0,
+            chan: [0; MAX_FUNCTIONS],
+            eta: [T::ZERO; MAX_CHANNELS],
+            rs: [T::ZERO; MAX_CHANNELS],
+            zeta: [1; MAX_FUNCTIONS],
+            lambda: [T::ONE; MAX_FUNCTIONS],
+        };
+        match g.kind {
+            Radial | RadialWeighted => Some(p),
+            AngularNarrow | AngularWide | AngularNarrowWeighted => {
+                let (eta, rs, zeta, lambda) = (g.lane(0), g.lane(1), g.lane(2), g.lane(3));
+                let params = eta.iter().zip(rs).zip(zeta).zip(lambda);
+                let slots = p.chan.iter_mut().zip(p.zeta.iter_mut()).zip(&mut p.lambda);
+                for ((((&e, &r0), &z), &l), ((ch, zs), ls)) in params.zip(slots) {
+                    let zf = z.to_f64();
+                    if !(1.0..=f64::from(MAX_ZETA)).contains(&zf) || zf != libm::floor(zf) {
+                        return None;
+                    }
+                    let mut known = p.eta.iter().zip(&p.rs).take(p.channels);
+                    *ch = match known.position(|(&a, &b)| a == e && b == r0) {
+                        Some(c) => c,
+                        None => {
+                            let c = p.channels;
+                            *p.eta.get_mut(c)? = e;
+                            *p.rs.get_mut(c)? = r0;
+                            p.channels += 1;
+                            c
+                        }
+                    };
+                    *zs = zf as u32;
+                    *ls = l;
+                }
+                Some(p)
+            }
+            _ => None,
+        }
+    }
+
+    /// Distinct (η, r_s) channels (0 for the radial kinds).
+    pub fn channels(&self) -> usize {
+        self.channels
+    }
+
+    /// Function `s`: (channel, ζ, λ).
+    #[inline(always)]
+    fn function(&self, s: usize) -> (usize, u32, T) {
+        (
+            self.chan.get(s).copied().unwrap_or(0),
+            self.zeta.get(s).copied().unwrap_or(1),
+            self.lambda.get(s).copied().unwrap_or(T::ONE),
+        )
+    }
+}
+
+/// Part `i` (`cap` long) of the slot cache.
+#[inline(always)]
+fn part<T>(slots: &[T], i: usize, cap: usize) -> &[T] {
+    slots.get(i * cap..(i + 1) * cap).unwrap_or(&[])
+}
+
+/// Lanes `k..k + W` of `s`; lanes at or beyond `end` (or outside `s`) read `fill`.
+#[inline(always)]
+fn load<T: Real, const W: usize>(s: &[T], k: usize, end: usize, fill: T) -> [T; W] {
+    match s.get(k..k + W) {
+        Some(c) if k + W <= end => <[T; W]>::try_from(c).unwrap_or([fill; W]),
+        _ => lanes!(l => if k + l < end { s.get(k + l).copied().unwrap_or(fill) } else { fill }),
+    }
+}
+
+/// Writes `v` into lanes `k..k + W` of `s`, lanes below `end` only.
+#[inline(always)]
+fn store<T: Real, const W: usize>(s: &mut [T], k: usize, end: usize, v: [T; W]) {
+    match s.get_mut(k..k + W) {
+        Some(c) if k + W <= end => c.copy_from_slice(&v),
+        _ => {
+            let n = end.saturating_sub(k).min(W);
+            let tail = s.get_mut(k..).unwrap_or(&mut []);
+            tail.iter_mut().zip(v).take(n).for_each(|(a, b)| *a = b);
+        }
+    }
+}
+
+/// Adds `v` into lanes `k..k + W` of `s`, lanes below `end` only.
+#[inline(always)]
+fn add_lanes<T: Real, const W: usize>(s: &mut [T], k: usize, end: usize, v: [T; W]) {
+    match s.get_mut(k..k + W) {
+        Some(c) if k + W <= end => c.iter_mut().zip(v).for_each(|(a, b)| *a += b),
+        _ => {
+            let n = end.saturating_sub(k).min(W);
+            let tail = s.get_mut(k..).unwrap_or(&mut []);
+            tail.iter_mut().zip(v).take(n).for_each(|(a, b)| *a += b);
+        }
+    }
+}
+
+/// b^n per lane by repeated squaring (the exponent is the same for every lane).
+#[inline(always)]
+fn powu<T: Real, const W: usize>(b: [T; W], mut n: u32) -> [T; W] {
+    let mut acc = [T::ONE; W];
+    let mut b = b;
+    while n > 0 {
+        if n & 1 == 1 {
+            acc = lanes!(l => acc[l] * b[l]);
+        }
+        n >>= 1;
+        if n > 0 {
+            b = lanes!(l => b[l] * b[l]);
+        }
+    }
+    acc
+}
+
+/// Per-lane sums (compensated in f32, see [`super::angular::Sums`]) for each function.
+struct LaneSums<T, const W: usize> {
+    sum: [[T; W]; MAX_FUNCTIONS],
+    comp: [[T; W]; MAX_FUNCTIONS],
+}
+
+impl<T: Real, const W: usize> LaneSums<T, W> {
+    fn new() -> Self {
+        LaneSums {
+            sum: [[T::ZERO; W]; MAX_FUNCTIONS],
+            comp: [[T::ZERO; W]; MAX_FUNCTIONS],
+        }
+    }
+
+    #[inline(always)]
+    fn add(&mut self, s: usize, v: [T; W]) {
+        if let (Some(a), Some(c)) = (self.sum.get_mut(s), self.comp.get_mut(s)) {
+            for ((a, c), v) in a.iter_mut().zip(c.iter_mut()).zip(v) {
+                add(a, c, v);
+            }
+        }
+    }
+
+    /// Adds the lane totals, in lane order, into `acc`.
+    fn reduce(&self, acc: &mut [T]) {
+        for ((a, s), c) in acc.iter_mut().zip(&self.sum).zip(&self.comp) {
+            let mut t = T::ZERO;
+            for (&x, &y) in s.iter().zip(c) {
+                t += x - y;
+            }
+            *a += t;
+        }
+    }
+}
+
+/// Number of neighbours in `nb` (the end of the last species block).
+#[inline(always)]
+fn total<T: Real>(nb: &Lanes<'_, T>) -> usize {
+    nb.range(MAX_SPECIES - 1).end
+}
+
+/// Fills the geometry part of the slot cache: unit vectors d/r and 1/r of every neighbour.
+pub(crate) fn fill_geometry<T: Real>(nb: &Lanes<'_, T>, slots: &mut [T]) {
+    let cap = nb.r.len();
+    let n = total(nb);
+    let (u, _) = crate::neighbors::split(slots, 4 * cap);
+    let (ux, rest) = crate::neighbors::split(u, cap);
+    let (uy, rest) = crate::neighbors::split(rest, cap);
+    let (uz, inv) = crate::neighbors::split(rest, cap);
+    let out = ux.iter_mut().zip(uy.iter_mut()).zip(uz.iter_mut()).zip(inv.iter_mut());
+    let src = nb.dx.iter().zip(nb.dy.iter()).zip(nb.dz.iter()).zip(nb.r.iter());
+    for ((((ux, uy), uz), iv), (((&x, &y), &z), &r)) in out.zip(src).take(n) {
+        let i = T::ONE / r;
+        *ux = x * i;
+        *uy = y * i;
+        *uz = z * i;
+        *iv = i;
+    }
+}
+
+/// The species blocks a group reads, with their weights: (e1[, e2]) with weight 1, or every
+/// species s < `zs.len()` with weight Z_s for the element-weighted kinds.
+#[inline(always)]
+fn blocks<'z, T: Real>(
+    g: &Group<'_, T>,
+    zs: &'z [T],
+) -> impl Iterator<Item = (usize, T)> + 'z {
+    let weighted = g.kind.is_weighted();
+    let (e1, e2) = (g.e1, g.e2);
+    let n = if weighted { zs.len() } else { 2 };
+    (0..n).filter_map(move |i| {
+        if weighted {
+            Some((i, zs.get(i).copied().unwrap_or(T::ZERO)))
+        } else if i == 0 {
+            Some((e1, T::ONE))
+        } else if e2 != e1 {
+            Some((e2, T::ONE))
+        } else {
+            None
+        }
+    })
+}
+
+/// Fills (h_c, h_c′) of every channel for the slots of the group's blocks.
+fn fill_channels<T: Real, const W: usize>(
+    g: &Group<'_, T>,
+    plan: &Plan<T>,
+    nb: &Lanes<'_, T>,
+    zs: &[T],
+    slots: &mut [T],
+) {
+    let cap = nb.r.len();
+    let rc = g.cutoff.rc();
+    let (_, chans) = crate::neighbors::split(slots, 4 * cap);
+    for (e, w) in blocks(g, zs) {
+        let range = nb.range(e);
+        let mut k = range.start;
+        while k < range.end {
+            let r = load::<T, W>(nb.r, k, range.end, rc);
+            let (f, df) = g.cutoff.eval_lanes(r);
+            let params = plan.eta.iter().zip(&plan.rs).take(plan.channels);
+            for (c, (&eta, &r0)) in params.enumerate() {
+                let x: [T; W] = lanes!(l => r[l] - r0);
+                let ex: [T; W] = lanes!(l => (-eta * x[l] * x[l]).exp() * w);
+                let h = lanes!(l => f[l] * ex[l]);
+                let dh = lanes!(l => ex[l] * (df[l] - T::TWO * eta * x[l] * f[l]));
+                let base = 2 * c * cap;
+                store(chans.get_mut(base..base + cap).unwrap_or(&mut []), k, range.end, h);
+                let base = base + cap;
+                store(chans.get_mut(base..base + cap).unwrap_or(&mut []), k, range.end, dh);
+            }
+            k += W;
+        }
+    }
+}
+
+/// Per-pair factors kept between the value pass and the force pass of one atom, so that the
+/// force pass does not recompute r_jk, its cutoff and its exponentials. Batches are stored in
+/// visiting order, `W·(1 + 2·NC)` reals each (1/r_jk, then h_jk and h′_jk per channel), while they
+/// fit; the force pass recomputes the batches that did not fit, with the same code, so the
+/// results do not depend on the cache size.
+pub(crate) struct PairCache<'c, T> {
+    buf: &'c mut [T],
+    cursor: usize,
+    /// End of the stored batches.
+    filled: usize,
+    /// Value pass (store) or force pass (read).
+    fill: bool,
+}
+
+impl<'c, T: Real> PairCache<'c, T> {
+    /// A cache for the value pass of an atom.
+    pub fn for_values(buf: &'c mut [T]) -> Self {
+        PairCache {
+            buf,
+            cursor: 0,
+            filled: 0,
+            fill: true,
+        }
+    }
+
+    /// A cache for the force pass after a value pass that stored up to `filled`.
+    pub fn for_forces(buf: &'c mut [T], filled: usize) -> Self {
+        PairCache {
+            buf,
+            cursor: 0,
+            filled,
+            fill: false,
+        }
+    }
+
+    /// End of the stored batches (after the value pass).
+    pub fn filled(&self) -> usize {
+        self.filled
+    }
+}
+
+/// The central-atom side of a pair row: neighbour j.
+struct Row<T, const NC: usize> {
+    j: usize,
+    u: [T; 3],
+    inv_r: T,
+    h: [T; NC],
+    dh: [T; NC],
+}
+
+/// A batch of pairs (j, k..k + W): geometry and the per-channel factors.
+struct Batch<T, const W: usize, const NC: usize> {
+    k: usize,
+    end: usize,
+    cos: [T; W],
+    u: [[T; W]; 3],
+    inv_r: [T; W],
+    /// Unit vector j→k (narrow kinds).
+    ujk: [[T; W]; 3],
+    h: [[T; W]; NC],
+    dh: [[T; W]; NC],
+    hjk: [[T; W]; NC],
+    dhjk: [[T; W]; NC],
+}
+
+/// The r_jk factors of a batch of the narrow kinds: 1/r_jk, and h_jk, h′_jk per channel.
+#[inline(always)]
+fn jk_factors<T: Real, const W: usize, const NC: usize>(
+    g: &Group<'_, T>,
+    plan: &Plan<T>,
+    djk: &[[T; W]; 3],
+) -> ([T; W], [[T; W]; NC], [[T; W]; NC]) {
+    let rjk: [T; W] =
+        lanes!(l => (djk[0][l] * djk[0][l] + djk[1][l] * djk[1][l] + djk[2][l] * djk[2][l]).sqrt());
+    let ir: [T; W] = lanes!(l => T::ONE / rjk[l]);
+    let (f, df) = g.cutoff.eval_lanes(rjk);
+    let mut hjk = [[T::ZERO; W]; NC];
+    let mut dhjk = [[T::ZERO; W]; NC];
+    let params = plan.eta.iter().zip(&plan.rs);
+    for ((h, dh), (&eta, &r0)) in hjk.iter_mut().zip(dhjk.iter_mut()).zip(params) {
+        let x: [T; W] = lanes!(l => rjk[l] - r0);
+        let ex: [T; W] = lanes!(l => (-eta * x[l] * x[l]).exp());
+        *h = lanes!(l => f[l] * ex[l]);
+        *dh = lanes!(l => ex[l] * (df[l] - T::TWO * eta * x[l] * f[l]));
+    }
+    (ir, hjk, dhjk)
+}
+
+/// Visits the group's neighbour pairs in batches of `W`: the pairs (j of species a, k of species
+/// b) over the group's pair blocks, k > j within one block, j within the group's cutoff. Lanes
+/// beyond a block read zero factors, so they contribute nothing. `NC` ≥ the plan's channels.
+#[inline(always)]
+fn for_each_batch<T: Real, const W: usize, const NC: usize>(
+    g: &Group<'_, T>,
+    plan: &Plan<T>,
+    nb: &Lanes<'_, T>,
+    zs: &[T],
+    slots: &[T],
+    cache: &mut PairCache<'_, T>,
+    mut visit: impl FnMut(&Row<T, NC>, &Batch<T, W, NC>),
+) {
+    let cap = nb.r.len();
+    let rc = g.cutoff.rc();
+    let narrow = g.kind.is_narrow();
+    let u = [part(slots, 0, cap), part(slots, 1, cap), part(slots, 2, cap)];
+    let inv = part(slots, 3, cap);
+    // Channels beyond the plan's (when NC is larger) read zeros.
+    let chan = |c: usize, i: usize| if c < plan.channels { part(slots, 4 + 2 * c + i, cap) } else { &[] };
+    let h: [&[T]; NC] = core::array::from_fn(|c| chan(c, 0));
+    let dh: [&[T]; NC] = core::array::from_fn(|c| chan(c, 1));
+    let at = |s: &[T], i: usize| s.get(i).copied().unwrap_or(T::ZERO);
+    let weighted = g.kind.is_weighted();
+    let species = if weighted { zs.len() } else { 1 };
+    let size = W * (1 + 2 * NC);
+    for a in 0..species {
+        for b in a..species {
+            let (a, b) = if weighted { (a, b) } else { (g.e1, g.e2) };
+            let (ra, rb) = (nb.range(a), nb.range(b));
+            for j in ra {
+                if !(at(nb.r, j) < rc) {
+                    continue;
+                }
+                let row = Row {
+                    j,
+                    u: u.map(|s| at(s, j)),
+                    inv_r: at(inv, j),
+                    h: h.map(|s| at(s, j)),
+                    dh: dh.map(|s| at(s, j)),
+                };
+                let dj = [at(nb.dx, j), at(nb.dy, j), at(nb.dz, j)];
+                let end = rb.end;
+                let mut k = if a == b { j + 1 } else { rb.start };
+                while k < end {
+                    let uk = rows!(3, c => load::<T, W>(u[c], k, end, T::ZERO));
+                    let cos = lanes!(l => row.u[0] * uk[0][l] + row.u[1] * uk[1][l] + row.u[2] * uk[2][l]);
+                    let mut batch = Batch {
+                        k,
+                        end,
+                        cos,
+                        u: uk,
+                        inv_r: load(inv, k, end, T::ZERO),
+                        ujk: [[T::ZERO; W]; 3],
+                        h: rows!(NC, c => load(h[c], k, end, T::ZERO)),
+                        dh: rows!(NC, c => load(dh[c], k, end, T::ZERO)),
+                        hjk: [[T::ONE; W]; NC],
+                        dhjk: [[T::ZERO; W]; NC],
+                    };
+                    if narrow {
+                        let d = [nb.dx, nb.dy, nb.dz];
+                        let dk = rows!(3, c => load::<T, W>(d[c], k, end, T::ZERO));
+                        let djk: [[T; W]; 3] =
+                            rows!(3, c => lanes!(l => dk[c][l] - dj[c]));
+                        let at_c = cache.cursor;
+                        cache.cursor = at_c + size;
+                        let stored = match cache.buf.get(at_c..at_c + size) {
+                            Some(s) if !cache.fill && at_c + size <= cache.filled => Some(s),
+                            _ => None,
+                        };
+                        let ir = if let Some(s) = stored {
+                            let mut parts = s.chunks_exact(W).map(|c| {
+                                <[T; W]>::try_from(c).unwrap_or([T::ZERO; W])
+                            });
+                            let ir = parts.next().unwrap_or([T::ZERO; W]);
+                            for (x, y) in batch.hjk.iter_mut().zip(batch.dhjk.iter_mut()) {
+                                *x = parts.next().unwrap_or([T::ZERO; W]);
+                                *y = parts.next().unwrap_or([T::ZERO; W]);
+                            }
+                            ir
+                        } else {
+                            let (ir, hjk, dhjk) = jk_factors::<T, W, NC>(g, plan, &djk);
+                            (batch.hjk, batch.dhjk) = (hjk, dhjk);
+                            if cache.fill {
+                                if let Some(s) = cache.buf.get_mut(at_c..at_c + size) {
+                                    let mut parts = s.chunks_exact_mut(W);
+                                    let src = core::iter::once(&ir).chain(
+                                        hjk.iter().zip(dhjk.iter()).flat_map(|(a, b)| [a, b]),
+                                    );
+                                    for (d, v) in parts.by_ref().zip(src) {
+                                        d.copy_from_slice(v);
+                                    }
+                                    cache.filled = at_c + size;
+                                }
+                            }
+                            ir
+                        };
+                        batch.ujk = rows!(3, c => lanes!(l => djk[c][l] * ir[l]));
+                    }
+                    visit(&row, &batch);
+                    k += W;
+                }
+            }
+            if !weighted {
+                return;
+            }
+        }
+    }
+}
+
+/// Calls `$f::<T, W, NC>` with NC the smallest supported channel count ≥ the plan's: one
+/// instantiation per count on hosts, a single one (`MAX_CHANNELS`) on microcontrollers, where
+/// flash matters more than the unused lanes.
+macro_rules! by_channels {
+    ($plan:expr, $f:ident($($arg:expr),*)) => {
+        match instantiated($plan.channels) {
+            1 => $f::<T, W, 1>($($arg),*),
+            2 => $f::<T, W, 2>($($arg),*),
+            3 => $f::<T, W, 3>($($arg),*),
+            4 => $f::<T, W, 4>($($arg),*),
+            _ => $f::<T, W, MAX_CHANNELS>($($arg),*),
+        }
+    };
+}
+
+/// Adds the values of angular group `g` (without the 2^(1−ζ) prefactor) into `acc`.
+pub(crate) fn angular_values<T: Real, const W: usize>(
+    g: &Group<'_, T>,
+    plan: &Plan<T>,
+    nb: &Lanes<'_, T>,
+    zs: &[T],
+    slots: &mut [T],
+    cache: &mut PairCache<'_, T>,
+    acc: &mut [T],
+) {
+    fill_channels::<T, W>(g, plan, nb, zs, slots);
+    by_channels!(plan, angular_values_nc(g, plan, nb, zs, slots, cache, acc));
+}
+
+fn angular_values_nc<T: Real, const W: usize, const NC: usize>(
+    g: &Group<'_, T>,
+    plan: &Plan<T>,
+    nb: &Lanes<'_, T>,
+    zs: &[T],
+    slots: &[T],
+    cache: &mut PairCache<'_, T>,
+    acc: &mut [T],
+) {
+    let mut sums = LaneSums::<T, W>::new();
+    for_each_batch::<T, W, NC>(g, plan, nb, zs, slots, cache, |row, b| {
+        let hh: [[T; W]; NC] =
+            rows!(NC, c => lanes!(l => row.h[c] * b.h[c][l] * b.hjk[c][l]));
+        for s in 0..plan.n {
+            let (c, zeta, lambda) = plan.function(s);
+            let base = lanes!(l => (T::ONE + lambda * b.cos[l]).max(T::ZERO));
+            let p = powu(base, zeta);
+            let hc = hh.get(c).copied().unwrap_or([T::ZERO; W]);
+            sums.add(s, lanes!(l => p[l] * hc[l]));
+        }
+    });
+    sums.reduce(acc);
+}
+
+/// Back-propagates multipliers `m` (prefactors included) of angular group `g` into the
+/// neighbour gradient lanes of `work` (the force path: Σ_s m_s ∂G_s/∂d).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn angular_forces<T: Real, const W: usize>(
+    g: &Group<'_, T>,
+    plan: &Plan<T>,
+    nb: &Lanes<'_, T>,
+    zs: &[T],
+    slots: &mut [T],
+    cache: &mut PairCache<'_, T>,
+    m: &[T],
+    work: &mut WorkLanes<'_, T>,
+) {
+    fill_channels::<T, W>(g, plan, nb, zs, slots);
+    by_channels!(plan, angular_forces_nc(g, plan, nb, zs, slots, cache, m, work));
+}
+
+#[allow(clippy::too_many_arguments)]
+fn angular_forces_nc<T: Real, const W: usize, const NC: usize>(
+    g: &Group<'_, T>,
+    plan: &Plan<T>,
+    nb: &Lanes<'_, T>,
+    zs: &[T],
+    slots: &[T],
+    cache: &mut PairCache<'_, T>,
+    m: &[T],
+    work: &mut WorkLanes<'_, T>,
+) {
+    for_each_batch::<T, W, NC>(g, plan, nb, zs, slots, cache, |row, b| {
+        // Q_c = Σ m_s P_s and Q′_c = Σ m_s P′_s over the functions of channel c.
+        let mut q = [[T::ZERO; W]; NC];
+        let mut qp = [[T::ZERO; W]; NC];
+        for (s, &ms) in m.iter().enumerate().take(plan.n) {
+            let (c, zeta, lambda) = plan.function(s);
+            let raw: [T; W] = lanes!(l => T::ONE + lambda * b.cos[l]);
+            let base = lanes!(l => raw[l].max(T::ZERO));
+            let pm1 = powu(base, zeta - 1);
+            let scale = ms * T::from_usize(zeta as usize) * lambda;
+            if let (Some(q), Some(qp)) = (q.get_mut(c), qp.get_mut(c)) {
+                // P′ = ζλ base^(ζ−1), zero where the pair is clipped (base ≤ 0), as in the
+                // reference kernel.
+                *q = lanes!(l => q[l] + ms * pm1[l] * base[l]);
+                *qp = lanes!(l => qp[l] + if raw[l] > T::ZERO { scale * pm1[l] } else { T::ZERO });
+            }
+        }
+        let mut a = [[T::ZERO; W]; 4];
+        for c in 0..NC {
+            let (hj, dhj) = (row.h[c], row.dh[c]);
+            let (q, qp) = (&q[c], &qp[c]);
+            let (hk, dhk, hjk, dhjk) = (&b.h[c], &b.dh[c], &b.hjk[c], &b.dhjk[c]);
+            a[0] = lanes!(l => a[0][l] + q[l] * dhj * hk[l] * hjk[l]);
+            a[1] = lanes!(l => a[1][l] + q[l] * hj * dhk[l] * hjk[l]);
+            a[2] = lanes!(l => a[2][l] + q[l] * hj * hk[l] * dhjk[l]);
+            a[3] = lanes!(l => a[3][l] + qp[l] * hj * hk[l] * hjk[l]);
+        }
+        let [a_ij, a_ik, a_jk, a_c] = a;
+        let cj: [T; W] = lanes!(l => a_c[l] * row.inv_r);
+        let ck: [T; W] = lanes!(l => a_c[l] * b.inv_r[l]);
+        // ∂cos/∂d_ij = (u_k − cos u_j)/r_ij; ∂r_jk/∂d_ij = −u_jk; ∂r_jk/∂d_ik = u_jk.
+        let gj: [[T; W]; 3] = rows!(3, x => lanes!(l => a_ij[l] * row.u[x] - a_jk[l] * b.ujk[x][l]
+            + cj[l] * (b.u[x][l] - b.cos[l] * row.u[x])));
+        let gk: [[T; W]; 3] = rows!(3, x => lanes!(l => a_ik[l] * b.u[x][l] + a_jk[l] * b.ujk[x][l]
+            + ck[l] * (row.u[x] - b.cos[l] * b.u[x][l])));
+        for (lane, (gjx, gkx)) in [&mut *work.gx, &mut *work.gy, &mut *work.gz]
+            .into_iter()
+            .zip(gj.iter().zip(gk))
+        {
+            if let Some(x) = lane.get_mut(row.j) {
+                let mut t = T::ZERO;
+                for &v in gjx {
+                    t += v;
+                }
+                *x += t;
+            }
+            add_lanes(lane, b.k, b.end, gkx);
+        }
+    });
+}
+
+/// Adds the values of radial group `g` into `acc`.
+pub(crate) fn radial_values<T: Real, const W: usize>(
+    g: &Group<'_, T>,
+    nb: &Lanes<'_, T>,
+    zs: &[T],
+    acc: &mut [T],
+) {
+    let rc = g.cutoff.rc();
+    let (eta, rs) = (g.lane(0), g.lane(1));
+    let mut sums = LaneSums::<T, W>::new();
+    for (e, w) in blocks(g, zs) {
+        let range = nb.range(e);
+        let mut k = range.start;
+        while k < range.end {
+            let r = load::<T, W>(nb.r, k, range.end, rc);
+            let (f, _) = g.cutoff.eval_lanes(r);
+            let fw: [T; W] = lanes!(l => f[l] * w);
+            for (s, (&e, &r0)) in eta.iter().zip(rs).enumerate() {
+                sums.add(s, lanes!(l => (-e * (r[l] - r0) * (r[l] - r0)).exp() * fw[l]));
+            }
+            k += W;
+        }
+    }
+    sums.reduce(acc);
+}
+
+/// Back-propagates multipliers `m` of radial group `g` into the neighbour gradient lanes.
+pub(crate) fn radial_forces<T: Real, const W: usize>(
+    g: &Group<'_, T>,
+    nb: &Lanes<'_, T>,
+    zs: &[T],
+    slots: &[T],
+    m: &[T],
+    work: &mut WorkLanes<'_, T>,
+) {
+    let cap = nb.r.len();
+    let rc = g.cutoff.rc();
+    let (eta, rs) = (g.lane(0), g.lane(1));
+    let u = [part(slots, 0, cap), part(slots, 1, cap), part(slots, 2, cap)];
+    for (e, w) in blocks(g, zs) {
+        let range = nb.range(e);
+        let mut k = range.start;
+        while k < range.end {
+            let r = load::<T, W>(nb.r, k, range.end, rc);
+            let (f, df) = g.cutoff.eval_lanes(r);
+            let mut coef = [T::ZERO; W];
+            for ((&e, &r0), &ms) in eta.iter().zip(rs).zip(m) {
+                let mw = ms * w;
+                coef = lanes!(l => {
+                    let x = r[l] - r0;
+                    coef[l] + mw * (-e * x * x).exp() * (df[l] - T::TWO * e * x * f[l])
+                });
+            }
+            for (lane, u) in [&mut *work.gx, &mut *work.gy, &mut *work.gz].into_iter().zip(u) {
+                let uk = load::<T, W>(u, k, range.end, T::ZERO);
+                add_lanes(lane, k, range.end, lanes!(l => coef[l] * uk[l]));
+            }
+            k += W;
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! Branch-free f64 `exp` for the descriptor kernels: libm's `exp` is an out-of-line call with
+//! branches, which stops LLVM from vectorising a loop over neighbour lanes. This one is
+//! straight-line code (range clamp, selects for the limits) and inlines into such loops.
+//!
+//! Maximum error, checked against `libm::exp` by the tests below: 2 ulp (about 4.4e−16
+//! relative) for −708 ≤ x ≤ 709.78; 0 below −708 (where e^x < 3.4e−308), +∞ above.
+//!
+//! Method: Cody–Waite reduction x = k·ln 2 + r, |r| ≤ ln 2 / 2, with ln 2 split in two parts so
+//! that k·LN2_HI is exact; the Taylor polynomial of degree 13 (truncation below 5e−18 relative)
+//! by Horner's rule; 2^k built in the exponent field.
+// Bit-level construction of 2^k needs integer arithmetic on exponents; the casts are on values
+// already clamped to their ranges.
+#![allow(clippy::cast_possible_truncation)]
+
+const LOG2E: f64 = core::f64::consts::LOG2_E;
+/// ln 2 split so that k·LN2_HI is exact for |k| < 2^20 (the low 32 bits of LN2_HI are zero).
+const LN2_HI: f64 = 6.931_471_803_691_238_164_9e-1;
+const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
+/// 1.5·2^52: adding it rounds an f64 of magnitude < 2^51 to an integer (ties to even), which
+/// then sits in the low mantissa bits.
+const SHIFT: f64 = 6_755_399_441_055_744.0;
+
+/// e^x, without branches.
+#[inline(always)]
+pub fn exp(x: f64) -> f64 {
+    let xc = x.clamp(-708.0, 709.78);
+    let t = xc * LOG2E + SHIFT;
+    let k = t - SHIFT;
+    let r = (xc - k * LN2_HI) - k * LN2_LO;
+    const C: [f64; 14] = [
+        1.0,
+        1.0,
+        1.0 / 2.0,
+        1.0 / 6.0,
+        1.0 / 24.0,
+        1.0 / 120.0,
+        1.0 / 720.0,
+        1.0 / 5040.0,
+        1.0 / 40_320.0,
+        1.0 / 362_880.0,
+        1.0 / 3_628_800.0,
+        1.0 / 39_916_800.0,
+        1.0 / 479_001_600.0,
+        1.0 / 6_227_020_800.0,
+    ];
+    let mut p = 0.0;
+    for c in C.iter().rev() {
+        p = p * r + c;
+    }
+    // k as an integer, from the mantissa of t; 2^k in two factors so that k = 1024 (x close to
+    // the overflow threshold) is representable.
+    let k = (t.to_bits() as i64).wrapping_sub(SHIFT.to_bits() as i64);
+    let y = p * pow2(k >> 1) * pow2(k - (k >> 1));
+    let y = if x < -708.0 { 0.0 } else { y };
+    if x > 709.78 {
+        f64::INFINITY
+    } else {
+        y
+    }
+}
+
+/// 2^k for −1022 ≤ k ≤ 1023.
+#[inline(always)]
+fn pow2(k: i64) -> f64 {
+    f64::from_bits(((k + 1023).clamp(1, 2046) as u64) << 52)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Error in units of the last place of the correctly rounded value (libm's `exp` is within
+    /// 1 ulp of it; the bound below includes that).
+    fn ulps(a: f64, b: f64) -> f64 {
+        let ulp = f64::from_bits(b.to_bits() + 1) - b;
+        (a - b).abs() / ulp
+    }
+
+    #[test]
+    fn exp_error_table() {
+        let mut worst: f64 = 0.0;
+        let mut x = -708.0;
+        while x <= 709.78 {
+            worst = worst.max(ulps(exp(x), libm::exp(x)));
+            x += 0.000_913;
+        }
+        for i in -100_000..=100_000 {
+            let x = i as f64 * 1e-5;
+            worst = worst.max(ulps(exp(x), libm::exp(x)));
+        }
+        assert!(worst <= 2.0, "exp: {worst} ulp");
+        assert_eq!(exp(0.0), 1.0);
+        assert_eq!(exp(-708.5), 0.0);
+        assert_eq!(exp(-1e300), 0.0);
+        assert_eq!(exp(710.0), f64::INFINITY);
+        assert!(exp(709.78).is_finite());
+        assert!(exp(f64::NAN).is_nan());
+    }
+}
