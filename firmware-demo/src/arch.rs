@@ -31,13 +31,15 @@ fn stack_bottom() -> usize {
     (p as usize + 3) & !3
 }
 
-fn stack_top() -> usize {
+/// Top of the stack (its first used word is just below).
+pub fn stack_top() -> usize {
     // Only the address of the linker symbol is taken.
     core::ptr::addr_of!(_stack_start) as usize
 }
 
+/// The current stack pointer.
 #[inline(always)]
-fn sp() -> usize {
+pub fn sp() -> usize {
     let sp: usize;
     // SAFETY: reads the stack pointer register, no memory access.
     #[cfg(target_arch = "arm")]
