@@ -200,7 +200,12 @@ def main():
             print(f"{n:>10} {100.0 * n / total:5.1f}%  {name}")
 
     print(f"instructions in the evaluation: {total}")
-    table("by ELF function (self, after inlining)", by_elf, args.top)
+    calls = {f[2]: counts.get(f[0], 0) for f in st.funcs}
+    print("\nby ELF function (self, after inlining; calls = executions of its first instruction)")
+    for name, n in by_elf.most_common(args.top):
+        c = calls.get(name, 0)
+        per = f"{n / c:8.1f}/call" if c else " " * 13
+        print(f"{n:>10} {100.0 * n / total:5.1f}% {c:>7} calls {per}  {name}")
     table("out-of-line calls: caller -> callee (instructions in callee)", collections.Counter(
         {f"{a}  ->  {b}": n for (a, b), n in edges.items()}), args.top)
     table("by source function (innermost inlined frame, self)", by_inner, args.top)
