@@ -14,10 +14,13 @@ fn main() {
     fs::copy(memory, out.join("memory.x")).unwrap();
     println!("cargo:rustc-link-search={}", out.display());
     println!("cargo:rerun-if-changed={memory}");
-    if arch == "riscv32" {
-        println!("cargo:rustc-link-arg-bins=-Tmemory.x");
+    // For the demo binary and the on-target test (tests/on_target.rs).
+    for kind in ["bins", "tests"] {
+        if arch == "riscv32" {
+            println!("cargo:rustc-link-arg-{kind}=-Tmemory.x");
+        }
+        println!("cargo:rustc-link-arg-{kind}=-Tlink.x");
     }
-    println!("cargo:rustc-link-arg-bins=-Tlink.x");
 
     println!("cargo:rustc-env=FW_TARGET={}", env::var("TARGET").unwrap());
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the firmware demo for every target, runs it under QEMU (timeout 60 s each), checks the
-# corrupted-blob variant fails with the checksum error, and prints one summary line per target:
+# corrupted-blob variant fails with the checksum error, runs the on-target test
+# (tests/on_target.rs), and prints one summary line per target:
 #   target=<triple> status=ok|FAIL instructions_per_eval=N flash_bytes=N ram_bytes=N stack_bytes=N energy_rel_err=X
 # Installs what it needs idempotently: rustup targets, llvm-tools, QEMU binaries in .qemu/.
 # Exits non-zero if anything fails.
@@ -34,6 +35,7 @@ fi
 
 fail=0
 summary=()
+details=()
 for t in $TARGETS; do
   log=$(mktemp)
   status=ok
@@ -49,6 +51,7 @@ for t in $TARGETS; do
   fi
   field() { grep -o "$1=[^ ]*" "$log" | head -1 | cut -d= -f2; }
   ipe=$(field instructions_per_eval); stack=$(field stack_bytes); err=$(field energy_rel_err_e12)
+  details+=("target=$t stack_eval_bytes=$(field stack_eval_bytes) main_frame_bytes=$(field main_frame_bytes) (stack of one evaluation without any report formatting, and of main's frame, from the stack top; stack_bytes above is the whole run's)")
   flash=n/a; ram=n/a
   if [ -f "$elf" ]; then
     # Flash: code + read-only data + vector table + initialised data; RAM: data + bss (+ uninit).
@@ -64,8 +67,8 @@ for t in $TARGETS; do
   rm -f "$log"
 done
 
-# --- corrupted blob must be rejected with the checksum error (Cortex-M4F and RV32IMAC) ---
-for t in thumbv7em-none-eabihf riscv32imac-unknown-none-elf; do
+# --- corrupted blob must be rejected with the checksum error ---
+for t in $TARGETS; do
   out=$(cargo build --release -q --target "$t" --features corrupt-blob --target-dir target/corrupt 2>&1 \
         && ./qemu-run.sh target/corrupt/$t/release/mlff-firmware-demo 2>&1)
   rc=$?
@@ -76,5 +79,16 @@ for t in thumbv7em-none-eabihf riscv32imac-unknown-none-elf; do
   fi
 done
 
-printf '%s\n' "${summary[@]}"
+# --- on-target checks: FPU square root = libm bits, every bit flip and truncation rejected ---
+for t in $TARGETS; do
+  out=$(cargo test --release -q --target "$t" --test on_target 2>&1)
+  rc=$?
+  if [ $rc -eq 0 ] && grep -qx 'on_target: ok' <<<"$out"; then
+    summary+=("target=$t on-target-test=ok ($(grep -o '^blob: [0-9]* bit flips' <<<"$out"), all truncations, sqrt sweep)")
+  else
+    summary+=("target=$t on-target-test=FAIL (exit $rc)"); echo "$out"; fail=1
+  fi
+done
+
+printf '%s\n' "${summary[@]}" "${details[@]}"
 exit $fail

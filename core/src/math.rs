@@ -230,7 +230,7 @@ impl_real!(
     crate::f32math::exp,
     libm::logf,
     libm::log1pf,
-    libm::sqrtf,
+    arch::sqrtf,
     crate::f32math::tanh,
     crate::f32math::cos,
     crate::f32math::sin,
@@ -239,6 +239,68 @@ impl_real!(
     libm::floorf,
     libm::fabsf
 );
+
+/// Per-target pieces of the facade (`unsafe` allowed here, as in `bytes`).
+///
+/// `sqrtf`: the FPU's square-root instruction where the target has one, `libm::sqrtf` (a
+/// software loop) elsewhere. IEEE 754 requires a correctly rounded square root and libm's is
+/// correctly rounded too, so both give the same bits for every input (NaN payloads aside):
+/// host and firmware still agree bit for bit. The firmware demo's on-target test checks it.
+#[allow(unsafe_code)]
+mod arch {
+    /// √x by `vsqrt.f32` on ARM with the hard-float ABI (which implies a VFP unit).
+    #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+    #[inline(always)]
+    pub fn sqrtf(x: f32) -> f32 {
+        let bits: u32;
+        // The `sreg` operand class needs the `vfp2` target feature, which is unstable and
+        // implies double-precision VFP (an f32-only FPU such as the Cortex-M4F's would trap on
+        // the f64 code LLVM then emits), so the value goes through a core register and `s0`
+        // is saved and restored around the instruction.
+        // SAFETY: VFP instructions on a target that has them; `s0` is restored before the
+        // block ends and the stack is used only for that push/pop.
+        unsafe {
+            core::arch::asm!(
+                "vpush {{s0}}",
+                "vmov s0, {b}",
+                "vsqrt.f32 s0, s0",
+                "vmov {b}, s0",
+                "vpop {{s0}}",
+                b = inout(reg) x.to_bits() => bits,
+                options(pure, nomem, preserves_flags),
+            )
+        };
+        f32::from_bits(bits)
+    }
+
+    /// √x by `fsqrt.s` on RISC-V with the F extension (`mlff_riscv_f`, set by build.rs:
+    /// stable rustc does not expose `target_feature = "f"` to `cfg`).
+    #[cfg(all(any(target_arch = "riscv32", target_arch = "riscv64"), mlff_riscv_f))]
+    #[inline(always)]
+    pub fn sqrtf(x: f32) -> f32 {
+        let y: f32;
+        // SAFETY: one F-extension instruction on registers; the target has the extension.
+        unsafe {
+            core::arch::asm!(
+                "fsqrt.s {y}, {x}",
+                y = lateout(freg) y,
+                x = in(freg) x,
+                options(pure, nomem, nostack, preserves_flags),
+            )
+        };
+        y
+    }
+
+    /// √x in software (libm) where there is no FPU square root.
+    #[cfg(not(any(
+        all(target_arch = "arm", target_abi = "eabihf"),
+        all(any(target_arch = "riscv32", target_arch = "riscv64"), mlff_riscv_f)
+    )))]
+    #[inline(always)]
+    pub fn sqrtf(x: f32) -> f32 {
+        libm::sqrtf(x)
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -260,5 +322,23 @@ mod tests {
         assert_eq!(f64::from_le_slice(&1.5f64.to_le_bytes()), Some(1.5));
         assert_eq!(f64::from_le_slice(&1.5f32.to_le_bytes()), Some(1.5));
         assert_eq!(f32::from_le_slice(&[0u8; 3]), None);
+    }
+
+    /// The square root of the facade (hardware on targets with an FPU, see `arch`) gives the
+    /// bits of libm's correctly rounded one; on the host this is libm itself, the firmware
+    /// demo's on-target test (firmware-demo/tests/on_target.rs) runs the same check on the FPUs.
+    #[test]
+    fn sqrt_matches_libm_bits() {
+        for bits in (0..=u32::MAX)
+            .step_by(4099)
+            .chain([0x8000_0000, 0x7f80_0000, 1, 0x7f7f_ffff])
+        {
+            let x = f32::from_bits(bits);
+            let (got, want) = (Real::sqrt(x), libm::sqrtf(x));
+            assert!(
+                got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                "{x:e}"
+            );
+        }
     }
 }

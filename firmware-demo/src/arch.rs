@@ -31,13 +31,15 @@ fn stack_bottom() -> usize {
     (p as usize + 3) & !3
 }
 
-fn stack_top() -> usize {
+/// Top of the stack (its first used word is just below).
+pub fn stack_top() -> usize {
     // Only the address of the linker symbol is taken.
     core::ptr::addr_of!(_stack_start) as usize
 }
 
+/// The current stack pointer.
 #[inline(always)]
-fn sp() -> usize {
+pub fn sp() -> usize {
     let sp: usize;
     // SAFETY: reads the stack pointer register, no memory access.
     #[cfg(target_arch = "arm")]
@@ -110,11 +112,12 @@ mod counter {
     pub fn counter() -> u64 {
         loop {
             let (hi, lo, hi2): (u32, u32, u32);
-            // SAFETY: reads machine counters in M-mode; no memory access.
+            // SAFETY: reads machine counters in M-mode; no memory access. Not marked `nomem`,
+            // so that the compiler keeps the measured code's memory accesses on their side.
             unsafe {
                 core::arch::asm!(
                     "csrr {0}, minstreth", "csrr {1}, minstret", "csrr {2}, minstreth",
-                    out(reg) hi, out(reg) lo, out(reg) hi2, options(nomem, nostack)
+                    out(reg) hi, out(reg) lo, out(reg) hi2, options(nostack)
                 )
             };
             if hi == hi2 {
