@@ -114,7 +114,11 @@ impl<T: Real> Cutoff<T> {
                 let inner = r < self.rci;
                 (
                     if inner { T::ONE } else { f },
-                    if inner { T::ZERO } else { dfdx * self.inv_width },
+                    if inner {
+                        T::ZERO
+                    } else {
+                        dfdx * self.inv_width
+                    },
                 )
             }
         }
@@ -129,7 +133,10 @@ impl<T: Real> Cutoff<T> {
         let mut d = [T::ZERO; W];
         macro_rules! each {
             ($kind:expr) => {{
-                let c = Cutoff { kind: $kind, ..*self };
+                let c = Cutoff {
+                    kind: $kind,
+                    ..*self
+                };
                 for ((f, d), &r) in f.iter_mut().zip(d.iter_mut()).zip(r.iter()) {
                     let (a, b) = c.eval(r.min(rc));
                     let inside = r < rc;
@@ -205,9 +212,10 @@ pub fn shaped_xy<T: Real>(kind: CutoffKind, x: T, y: T) -> (T, T) {
     let c = T::from_f64;
     match kind {
         CutoffKind::Cos => {
-            // ½(cos πx + 1) = sin²(πy/2); derivative −(π/2) sin(πx) = −(π/2) sin(πy).
-            let s = (T::HALF * T::PI * y).sin();
-            (s * s, -T::HALF * T::PI * (T::PI * y).sin())
+            // ½(cos πx + 1) = sin²(πy/2); derivative −(π/2) sin(πx) = −(π/2) sin(πy)
+            // = −π s c with (s, c) = (sin, cos)(πy/2): one range reduction.
+            let (s, c) = (T::HALF * T::PI * y).sin_cos();
+            (s * s, -T::PI * s * c)
         }
         CutoffKind::Exp => {
             let q = y * (T::ONE + x); // 1 − x², accurate near x = 1

@@ -75,6 +75,8 @@ pub trait Real:
     fn cos(self) -> Self;
     /// Sine (radians).
     fn sin(self) -> Self;
+    /// (sin x, cos x) in one range reduction.
+    fn sin_cos(self) -> (Self, Self);
     /// Arc cosine, in [0, π] for x ∈ [−1, 1] (NaN outside).
     fn acos(self) -> Self;
     /// x^y for real y.
@@ -124,7 +126,7 @@ pub trait Real:
 
 macro_rules! impl_real {
     ($t:ty, $bytes:expr, $exp:path, $ln:path, $ln1p:path, $sqrt:path, $tanh:path, $cos:path,
-     $sin:path, $acos:path, $pow:path, $floor:path, $abs:path) => {
+     $sin:path, $sincos:path, $acos:path, $pow:path, $floor:path, $abs:path) => {
         impl Real for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -184,6 +186,10 @@ macro_rules! impl_real {
                 $sin(self)
             }
             #[inline(always)]
+            fn sin_cos(self) -> (Self, Self) {
+                $sincos(self)
+            }
+            #[inline(always)]
             fn acos(self) -> Self {
                 $acos(self)
             }
@@ -217,6 +223,7 @@ impl_real!(
     libm::tanh,
     libm::cos,
     libm::sin,
+    libm::sincos,
     libm::acos,
     libm::pow,
     libm::floor,
@@ -234,6 +241,7 @@ impl_real!(
     crate::f32math::tanh,
     crate::f32math::cos,
     crate::f32math::sin,
+    crate::f32math::sin_cos,
     libm::acosf,
     libm::powf,
     libm::floorf,

@@ -6,9 +6,9 @@ use crate::blob::{MAX_LAYERS, MODEL_LEN, SPECIES_RECORD};
 use crate::bytes::{cast_reals, u32_at, u8_at};
 use crate::cell::Cell;
 use crate::cutoff::CutoffKind;
+use crate::descriptor::batched::PairCache;
 use crate::descriptor::compact::{CompactKind, ANGLE_TOLERANCE};
 use crate::descriptor::GROUP_RECORD;
-use crate::descriptor::batched::PairCache;
 use crate::descriptor::{self, DescriptorKind, Group, JacobianSink};
 use crate::error::ComputeError;
 use crate::math::Real;
@@ -995,7 +995,9 @@ fn decode_layer<'a, T: Real>(layers: &[u8], reals: &'a [T], l: usize) -> Option<
     })
 }
 
-/// Applies one atom's neighbour gradients: F_j −= g_j, F_i += g_j, W −= d_j ⊗ g_j.
+/// Applies one atom's neighbour gradients: F_j −= g_j, F_i += g_j, W −= d_j ⊗ g_j. The atom's
+/// virial terms are summed in `T` and added to the f64 total once per atom (on an f32-only FPU,
+/// f64 arithmetic per neighbour is software double precision).
 fn scatter<T: Real>(
     i: usize,
     nb: &NeighborSet<'_, T>,
@@ -1003,6 +1005,7 @@ fn scatter<T: Real>(
     virial: &mut [[f64; 3]; 3],
 ) {
     let mut fi = [T::ZERO; 3];
+    let mut w = [[T::ZERO; 3]; 3];
     for k in 0..nb.len() {
         let g = nb.gradient(k);
         let d = nb.displacement(k);
@@ -1011,10 +1014,15 @@ fn scatter<T: Real>(
             fj.iter_mut().zip(g).for_each(|(f, x)| *f -= x);
         }
         fi.iter_mut().zip(g).for_each(|(f, x)| *f += x);
-        for (wa, &da) in virial.iter_mut().zip(d.iter()) {
+        for (wa, &da) in w.iter_mut().zip(d.iter()) {
             for (w, &gb) in wa.iter_mut().zip(g.iter()) {
-                *w -= da.to_f64() * gb.to_f64();
+                *w -= da * gb;
             }
+        }
+    }
+    for (va, wa) in virial.iter_mut().zip(w) {
+        for (v, x) in va.iter_mut().zip(wa) {
+            *v += x.to_f64();
         }
     }
     if let Some(f) = forces.get_mut(i) {

@@ -283,8 +283,17 @@ pub(crate) fn fill_geometry<T: Real>(nb: &Lanes<'_, T>, slots: &mut [T]) {
     let (ux, rest) = crate::neighbors::split(u, cap);
     let (uy, rest) = crate::neighbors::split(rest, cap);
     let (uz, inv) = crate::neighbors::split(rest, cap);
-    let out = ux.iter_mut().zip(uy.iter_mut()).zip(uz.iter_mut()).zip(inv.iter_mut());
-    let src = nb.dx.iter().zip(nb.dy.iter()).zip(nb.dz.iter()).zip(nb.r.iter());
+    let out = ux
+        .iter_mut()
+        .zip(uy.iter_mut())
+        .zip(uz.iter_mut())
+        .zip(inv.iter_mut());
+    let src = nb
+        .dx
+        .iter()
+        .zip(nb.dy.iter())
+        .zip(nb.dz.iter())
+        .zip(nb.r.iter());
     for ((((ux, uy), uz), iv), (((&x, &y), &z), &r)) in out.zip(src).take(n) {
         let i = T::ONE / r;
         *ux = x * i;
@@ -297,10 +306,7 @@ pub(crate) fn fill_geometry<T: Real>(nb: &Lanes<'_, T>, slots: &mut [T]) {
 /// The species blocks a group reads, with their weights: (e1[, e2]) with weight 1, or every
 /// species s < `zs.len()` with weight Z_s for the element-weighted kinds.
 #[inline(always)]
-fn blocks<'z, T: Real>(
-    g: &Group<'_, T>,
-    zs: &'z [T],
-) -> impl Iterator<Item = (usize, T)> + 'z {
+fn blocks<'z, T: Real>(g: &Group<'_, T>, zs: &'z [T]) -> impl Iterator<Item = (usize, T)> + 'z {
     let weighted = g.kind.is_weighted();
     let (e1, e2) = (g.e1, g.e2);
     let n = if weighted { zs.len() } else { 2 };
@@ -341,9 +347,19 @@ fn fill_channels<T: Real, const W: usize>(
                 let h = lanes!(l => f[l] * ex[l]);
                 let dh = lanes!(l => ex[l] * (df[l] - T::TWO * eta * x[l] * f[l]));
                 let base = 2 * c * cap;
-                store(chans.get_mut(base..base + cap).unwrap_or(&mut []), k, range.end, h);
+                store(
+                    chans.get_mut(base..base + cap).unwrap_or(&mut []),
+                    k,
+                    range.end,
+                    h,
+                );
                 let base = base + cap;
-                store(chans.get_mut(base..base + cap).unwrap_or(&mut []), k, range.end, dh);
+                store(
+                    chans.get_mut(base..base + cap).unwrap_or(&mut []),
+                    k,
+                    range.end,
+                    dh,
+                );
             }
             k += W;
         }
@@ -454,10 +470,20 @@ fn for_each_batch<T: Real, const W: usize, const NC: usize>(
     let cap = nb.r.len();
     let rc = g.cutoff.rc();
     let narrow = g.kind.is_narrow();
-    let u = [part(slots, 0, cap), part(slots, 1, cap), part(slots, 2, cap)];
+    let u = [
+        part(slots, 0, cap),
+        part(slots, 1, cap),
+        part(slots, 2, cap),
+    ];
     let inv = part(slots, 3, cap);
     // Channels beyond the plan's (when NC is larger) read zeros.
-    let chan = |c: usize, i: usize| if c < plan.channels { part(slots, 4 + 2 * c + i, cap) } else { &[] };
+    let chan = |c: usize, i: usize| {
+        if c < plan.channels {
+            part(slots, 4 + 2 * c + i, cap)
+        } else {
+            &[]
+        }
+    };
     let h: [&[T]; NC] = core::array::from_fn(|c| chan(c, 0));
     let dh: [&[T]; NC] = core::array::from_fn(|c| chan(c, 1));
     let at = |s: &[T], i: usize| s.get(i).copied().unwrap_or(T::ZERO);
@@ -500,8 +526,7 @@ fn for_each_batch<T: Real, const W: usize, const NC: usize>(
                     if narrow {
                         let d = [nb.dx, nb.dy, nb.dz];
                         let dk = rows!(3, c => load::<T, W>(d[c], k, end, T::ZERO));
-                        let djk: [[T; W]; 3] =
-                            rows!(3, c => lanes!(l => dk[c][l] - dj[c]));
+                        let djk: [[T; W]; 3] = rows!(3, c => lanes!(l => dk[c][l] - dj[c]));
                         let at_c = cache.cursor;
                         cache.cursor = at_c + size;
                         let stored = match cache.buf.get(at_c..at_c + size) {
@@ -509,9 +534,9 @@ fn for_each_batch<T: Real, const W: usize, const NC: usize>(
                             _ => None,
                         };
                         let ir = if let Some(s) = stored {
-                            let mut parts = s.chunks_exact(W).map(|c| {
-                                <[T; W]>::try_from(c).unwrap_or([T::ZERO; W])
-                            });
+                            let mut parts = s
+                                .chunks_exact(W)
+                                .map(|c| <[T; W]>::try_from(c).unwrap_or([T::ZERO; W]));
                             let ir = parts.next().unwrap_or([T::ZERO; W]);
                             for (x, y) in batch.hjk.iter_mut().zip(batch.dhjk.iter_mut()) {
                                 *x = parts.next().unwrap_or([T::ZERO; W]);
@@ -588,8 +613,7 @@ fn angular_values_nc<T: Real, const W: usize, const NC: usize>(
 ) {
     let mut sums = LaneSums::<T, W>::new();
     for_each_batch::<T, W, NC>(g, plan, nb, zs, slots, cache, |row, b| {
-        let hh: [[T; W]; NC] =
-            rows!(NC, c => lanes!(l => row.h[c] * b.h[c][l] * b.hjk[c][l]));
+        let hh: [[T; W]; NC] = rows!(NC, c => lanes!(l => row.h[c] * b.h[c][l] * b.hjk[c][l]));
         for s in 0..plan.n {
             let (c, zeta, lambda) = plan.function(s);
             let base = lanes!(l => (T::ONE + lambda * b.cos[l]).max(T::ZERO));
@@ -615,7 +639,10 @@ pub(crate) fn angular_forces<T: Real, const W: usize>(
     work: &mut WorkLanes<'_, T>,
 ) {
     fill_channels::<T, W>(g, plan, nb, zs, slots);
-    by_channels!(plan, angular_forces_nc(g, plan, nb, zs, slots, cache, m, work));
+    by_channels!(
+        plan,
+        angular_forces_nc(g, plan, nb, zs, slots, cache, m, work)
+    );
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -698,7 +725,10 @@ pub(crate) fn radial_values<T: Real, const W: usize>(
             let (f, _) = g.cutoff.eval_lanes(r);
             let fw: [T; W] = lanes!(l => f[l] * w);
             for (s, (&e, &r0)) in eta.iter().zip(rs).enumerate() {
-                sums.add(s, lanes!(l => (-e * (r[l] - r0) * (r[l] - r0)).exp() * fw[l]));
+                sums.add(
+                    s,
+                    lanes!(l => (-e * (r[l] - r0) * (r[l] - r0)).exp() * fw[l]),
+                );
             }
             k += W;
         }
@@ -718,7 +748,11 @@ pub(crate) fn radial_forces<T: Real, const W: usize>(
     let cap = nb.r.len();
     let rc = g.cutoff.rc();
     let (eta, rs) = (g.lane(0), g.lane(1));
-    let u = [part(slots, 0, cap), part(slots, 1, cap), part(slots, 2, cap)];
+    let u = [
+        part(slots, 0, cap),
+        part(slots, 1, cap),
+        part(slots, 2, cap),
+    ];
     for (e, w) in blocks(g, zs) {
         let range = nb.range(e);
         let mut k = range.start;
@@ -733,7 +767,10 @@ pub(crate) fn radial_forces<T: Real, const W: usize>(
                     coef[l] + mw * (-e * x * x).exp() * (df[l] - T::TWO * e * x * f[l])
                 });
             }
-            for (lane, u) in [&mut *work.gx, &mut *work.gy, &mut *work.gz].into_iter().zip(u) {
+            for (lane, u) in [&mut *work.gx, &mut *work.gy, &mut *work.gz]
+                .into_iter()
+                .zip(u)
+            {
                 let uk = load::<T, W>(u, k, range.end, T::ZERO);
                 add_lanes(lane, k, range.end, lanes!(l => coef[l] * uk[l]));
             }

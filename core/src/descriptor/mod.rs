@@ -300,9 +300,7 @@ pub(crate) fn values<T: Real>(
         (true, _) => {}
         (false, true) => {
             match batched::Plan::new(g) {
-                Some(plan) => {
-                    batched::angular_values::<T, W>(g, &plan, nb, zs, slots, cache, acc)
-                }
+                Some(plan) => batched::angular_values::<T, W>(g, &plan, nb, zs, slots, cache, acc),
                 None => angular::values(g, nb, work, zs, acc, row),
             }
             angular::prefactors(g, pref);
