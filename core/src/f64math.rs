@@ -14,8 +14,9 @@
 
 const LOG2E: f64 = core::f64::consts::LOG2_E;
 /// ln 2 split so that k·LN2_HI is exact for |k| < 2^20 (the low 32 bits of LN2_HI are zero).
-const LN2_HI: f64 = 6.931_471_803_691_238_164_9e-1;
-const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
+const LN2_HI: f64 = f64::from_bits(0x3fe6_2e42_fee0_0000);
+/// ln 2 − LN2_HI.
+const LN2_LO: f64 = f64::from_bits(0x3dea_39ef_3579_3c76);
 /// 1.5·2^52: adding it rounds an f64 of magnitude < 2^51 to an integer (ties to even), which
 /// then sits in the low mantissa bits.
 const SHIFT: f64 = 6_755_399_441_055_744.0;

@@ -495,7 +495,7 @@ fn for_each_batch<T: Real, const W: usize, const NC: usize>(
             let (a, b) = if weighted { (a, b) } else { (g.e1, g.e2) };
             let (ra, rb) = (nb.range(a), nb.range(b));
             for j in ra {
-                if !(at(nb.r, j) < rc) {
+                if at(nb.r, j) >= rc {
                     continue;
                 }
                 let row = Row {
