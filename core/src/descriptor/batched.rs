@@ -778,3 +778,185 @@ pub(crate) fn radial_forces<T: Real, const W: usize>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The batched kernels against their reference twins ([`super::super::radial`],
+    //! [`super::super::angular`]), for several batch widths, both precisions, every Gaussian
+    //! kind and every cutoff function.
+    use super::*;
+    use crate::cutoff::{Cutoff, CutoffKind};
+    use crate::descriptor::{backprop, WeightedSink};
+    use crate::neighbors::NeighborSet;
+
+    /// A small deterministic generator (tests only).
+    struct Lcg(u64);
+    impl Lcg {
+        fn next(&mut self) -> f64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (self.0 >> 11) as f64 / (1u64 << 53) as f64
+        }
+    }
+
+    /// Parameter lanes (η, r_s, ζ, λ) of `n` functions: three channels, ζ ∈ {1, 2, 4, 16}.
+    fn params<T: Real>(n: usize, angular: bool) -> [Vec<T>; 4] {
+        let eta = [0.01, 0.3, 0.07];
+        let rs = [0.0, 0.0, 1.1];
+        let zeta = [1.0, 2.0, 4.0, 16.0];
+        let f = |x: f64| T::from_f64(x);
+        [
+            (0..n).map(|s| f(eta[s % 3])).collect(),
+            (0..n).map(|s| f(rs[s % 3])).collect(),
+            (0..n)
+                .map(|s| f(if angular { zeta[s % 4] } else { 0.0 }))
+                .collect(),
+            (0..n)
+                .map(|s| f(if s % 2 == 0 { 1.0 } else { -1.0 }))
+                .collect(),
+        ]
+    }
+
+    fn check<T: Real, const W: usize>(tol_v: f64, tol_g: f64) {
+        const CAP: usize = 48;
+        let mut rng = Lcg(7);
+        let mut reals = vec![T::ZERO; 12 * CAP];
+        let mut idx = vec![0u32; 3 * CAP];
+        let mut nb = NeighborSet::new(CAP, &mut reals, &mut idx).unwrap();
+        // 40 neighbours of three species, some beyond the 4.5 Å group cutoff.
+        for i in 0..40u32 {
+            let d: [f64; 3] = core::array::from_fn(|_| 2.0 * rng.next() - 1.0);
+            let r = (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt();
+            let len = 0.8 + 4.4 * rng.next();
+            let d = d.map(|x| T::from_f64(x / r * len));
+            assert!(nb.push((i % 3) as u8, i, d));
+        }
+        nb.finish();
+        let zs = [T::ONE, T::from_f64(6.0), T::from_f64(8.0)];
+        let mut slots = vec![T::ZERO; slot_reals(MAX_CHANNELS) * CAP];
+        let mut pairs = vec![T::ZERO; pair_cache_reals(CAP, MAX_CHANNELS)];
+        let n = 7;
+        let index: Vec<u8> = (0..n as u32).flat_map(|s| s.to_le_bytes()).collect();
+        let m: Vec<T> = (0..n).map(|s| T::from_f64(0.3 - 0.1 * s as f64)).collect();
+        use DescriptorKind::*;
+        for kind in [
+            Radial,
+            RadialWeighted,
+            AngularNarrow,
+            AngularWide,
+            AngularNarrowWeighted,
+        ] {
+            let p = params::<T>(n, kind.is_angular());
+            let lanes: Vec<T> = p.iter().take(kind.n_params()).flatten().copied().collect();
+            for ck in CutoffKind::ALL {
+                for (e1, e2) in [(0, 0), (1, 2), (2, 2)] {
+                    let g = Group {
+                        kind,
+                        cutoff: Cutoff::new(ck, T::from_f64(4.5), T::from_f64(0.2)),
+                        compact: None,
+                        e1,
+                        e2: if kind.is_angular() { e2 } else { e1 },
+                        n,
+                        params: &lanes,
+                        out: &index,
+                    };
+                    let plan = Plan::new(&g).unwrap();
+                    let what = format!("{kind:?} {ck:?} ({e1}, {e2}) W {W}");
+                    let (lanes_nb, mut work) = nb.lanes();
+                    // Values.
+                    let (mut want, mut got) = (vec![T::ZERO; n], vec![T::ZERO; n]);
+                    let mut comp = vec![T::ZERO; n];
+                    fill_geometry(&lanes_nb, &mut slots);
+                    let mut cache = PairCache::for_values(&mut pairs);
+                    if kind.is_angular() {
+                        crate::descriptor::angular::values(
+                            &g, &lanes_nb, &mut work, &zs, &mut want, &mut comp,
+                        );
+                        angular_values::<T, W>(
+                            &g, &plan, &lanes_nb, &zs, &mut slots, &mut cache, &mut got,
+                        );
+                    } else {
+                        crate::descriptor::radial::values(&g, &lanes_nb, &zs, &mut want, &mut comp);
+                        radial_values::<T, W>(&g, &lanes_nb, &zs, &mut got);
+                    }
+                    let filled = cache.filled();
+                    let scale = want.iter().fold(1e-30, |a, x| a.max(x.to_f64().abs()));
+                    for (s, (a, b)) in got.iter().zip(&want).enumerate() {
+                        let err = (a.to_f64() - b.to_f64()).abs() / scale;
+                        assert!(err <= tol_v, "{what} value {s}: {a} vs {b}");
+                    }
+                    assert!(want.iter().any(|x| x.to_f64() != 0.0), "{what}: all zero");
+                    // Forces: the reference sink, the batched kernel with the pair cache, and
+                    // the batched kernel recomputing every pair (bit-identical to the cached).
+                    let mut run = |batched: bool, filled: usize| -> Vec<T> {
+                        for l in [&mut *work.gx, &mut *work.gy, &mut *work.gz] {
+                            l.iter_mut().for_each(|x| *x = T::ZERO);
+                        }
+                        if batched {
+                            let mut cache = PairCache::for_forces(&mut pairs, filled);
+                            if kind.is_angular() {
+                                angular_forces::<T, W>(
+                                    &g, &plan, &lanes_nb, &zs, &mut slots, &mut cache, &m,
+                                    &mut work,
+                                );
+                            } else {
+                                radial_forces::<T, W>(&g, &lanes_nb, &zs, &slots, &m, &mut work);
+                            }
+                        } else {
+                            let WorkLanes {
+                                gx,
+                                gy,
+                                gz,
+                                fc,
+                                dfc,
+                            } = &mut work;
+                            let mut sink = WeightedSink::new(gx, gy, gz);
+                            let mut c = WorkLanes {
+                                gx: &mut [],
+                                gy: &mut [],
+                                gz: &mut [],
+                                fc,
+                                dfc,
+                            };
+                            backprop(&g, &lanes_nb, &mut c, &zs, &m, &mut sink);
+                        }
+                        [&*work.gx, &*work.gy, &*work.gz]
+                            .iter()
+                            .flat_map(|l| l.to_vec())
+                            .collect()
+                    };
+                    let want = run(false, 0);
+                    let cached = run(true, filled);
+                    let fresh = run(true, 0);
+                    assert_eq!(cached, fresh, "{what}: cached and recomputed differ");
+                    let scale = want.iter().fold(1e-30, |a, x| a.max(x.to_f64().abs()));
+                    for (k, (a, b)) in cached.iter().zip(&want).enumerate() {
+                        let err = (a.to_f64() - b.to_f64()).abs() / scale;
+                        assert!(err <= tol_g, "{what} gradient {k}: {a} vs {b}");
+                    }
+                }
+            }
+        }
+    }
+
+    macro_rules! twins {
+        ($($name:ident: $t:ty, $w:expr, $tv:expr, $tg:expr;)*) => {
+            $(
+                #[test]
+                fn $name() {
+                    check::<$t, $w>($tv, $tg);
+                }
+            )*
+        };
+    }
+
+    twins! {
+        f64_one_lane: f64, 1, 1e-13, 1e-12;
+        f64_three_lanes: f64, 3, 1e-13, 1e-12;
+        f64_eight_lanes: f64, 8, 1e-13, 1e-12;
+        f32_one_lane: f32, 1, 2e-6, 2e-5;
+        f32_eight_lanes: f32, 8, 2e-6, 2e-5;
+    }
+}
