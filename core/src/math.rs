@@ -69,6 +69,10 @@ pub trait Real:
     fn ln_1p(self) -> Self;
     /// Square root.
     fn sqrt(self) -> Self;
+    /// 1/√x for positive normal x, by Newton's iteration from a bit-level seed: straight-line
+    /// arithmetic that vectorises (the libm `sqrt` on x86-64 is a scalar intrinsic). Within
+    /// 3 ulp in f64 and 2 in f32 (tested in `f64math` / `f32math`).
+    fn recip_sqrt(self) -> Self;
     /// Hyperbolic tangent.
     fn tanh(self) -> Self;
     /// Cosine (radians).
@@ -125,7 +129,7 @@ pub trait Real:
 }
 
 macro_rules! impl_real {
-    ($t:ty, $bytes:expr, $exp:path, $ln:path, $ln1p:path, $sqrt:path, $tanh:path, $cos:path,
+    ($t:ty, $bytes:expr, $exp:path, $ln:path, $ln1p:path, $sqrt:path, $rsqrt:path, $tanh:path, $cos:path,
      $sin:path, $sincos:path, $acos:path, $pow:path, $floor:path, $abs:path) => {
         impl Real for $t {
             const ZERO: Self = 0.0;
@@ -174,6 +178,10 @@ macro_rules! impl_real {
                 $sqrt(self)
             }
             #[inline(always)]
+            fn recip_sqrt(self) -> Self {
+                $rsqrt(self)
+            }
+            #[inline(always)]
             fn tanh(self) -> Self {
                 $tanh(self)
             }
@@ -220,6 +228,7 @@ impl_real!(
     libm::log,
     libm::log1p,
     libm::sqrt,
+    crate::f64math::recip_sqrt,
     libm::tanh,
     libm::cos,
     libm::sin,
@@ -238,6 +247,7 @@ impl_real!(
     libm::logf,
     libm::log1pf,
     arch::sqrtf,
+    crate::f32math::recip_sqrt,
     crate::f32math::tanh,
     crate::f32math::cos,
     crate::f32math::sin,

@@ -231,12 +231,16 @@ fn part<T>(slots: &[T], i: usize, cap: usize) -> &[T] {
     slots.get(i * cap..(i + 1) * cap).unwrap_or(&[])
 }
 
-/// Lanes `k..k + W` of `s`; lanes at or beyond `end` (or outside `s`) read `fill`.
+/// Lanes `k..k + W` of `s`; lanes at or beyond `end` (or outside `s`) read `fill`. Reads the
+/// whole batch and masks it with a select when the slice extends that far (the neighbour lanes
+/// have capacity beyond the last neighbour, so this is the common case even for the last batch
+/// of a row); lane by lane only at the very end of the slice.
 #[inline(always)]
 fn load<T: Real, const W: usize>(s: &[T], k: usize, end: usize, fill: T) -> [T; W] {
-    match s.get(k..k + W) {
-        Some(c) if k + W <= end => <[T; W]>::try_from(c).unwrap_or([fill; W]),
-        _ => lanes!(l => if k + l < end { s.get(k + l).copied().unwrap_or(fill) } else { fill }),
+    match s.get(k..k + W).and_then(|c| <[T; W]>::try_from(c).ok()) {
+        Some(a) if k + W <= end => a,
+        Some(a) => lanes!(l => if k + l < end { a[l] } else { fill }),
+        None => lanes!(l => if k + l < end { s.get(k + l).copied().unwrap_or(fill) } else { fill }),
     }
 }
 
@@ -245,7 +249,12 @@ fn load<T: Real, const W: usize>(s: &[T], k: usize, end: usize, fill: T) -> [T; 
 fn store<T: Real, const W: usize>(s: &mut [T], k: usize, end: usize, v: [T; W]) {
     match s.get_mut(k..k + W) {
         Some(c) if k + W <= end => c.copy_from_slice(&v),
-        _ => {
+        Some(c) => {
+            for (l, (x, y)) in c.iter_mut().zip(v).enumerate() {
+                *x = if k + l < end { y } else { *x };
+            }
+        }
+        None => {
             let n = end.saturating_sub(k).min(W);
             let tail = s.get_mut(k..).unwrap_or(&mut []);
             tail.iter_mut().zip(v).take(n).for_each(|(a, b)| *a = b);
@@ -258,7 +267,12 @@ fn store<T: Real, const W: usize>(s: &mut [T], k: usize, end: usize, v: [T; W]) 
 fn add_lanes<T: Real, const W: usize>(s: &mut [T], k: usize, end: usize, v: [T; W]) {
     match s.get_mut(k..k + W) {
         Some(c) if k + W <= end => c.iter_mut().zip(v).for_each(|(a, b)| *a += b),
-        _ => {
+        Some(c) => {
+            for (l, (x, y)) in c.iter_mut().zip(v).enumerate() {
+                *x += if k + l < end { y } else { T::ZERO };
+            }
+        }
+        None => {
             let n = end.saturating_sub(k).min(W);
             let tail = s.get_mut(k..).unwrap_or(&mut []);
             tail.iter_mut().zip(v).take(n).for_each(|(a, b)| *a += b);
@@ -487,9 +501,17 @@ fn jk_factors<T: Real, const W: usize, const NC: usize>(
     plan: &Plan<T>,
     djk: &[[T; W]; 3],
 ) -> ([T; W], [[T; W]; NC], [[T; W]; NC]) {
-    let rjk: [T; W] =
-        lanes!(l => (djk[0][l] * djk[0][l] + djk[1][l] * djk[1][l] + djk[2][l] * djk[2][l]).sqrt());
-    let ir: [T; W] = lanes!(l => T::ONE / rjk[l]);
+    let r2: [T; W] =
+        lanes!(l => djk[0][l] * djk[0][l] + djk[1][l] * djk[1][l] + djk[2][l] * djk[2][l]);
+    // With several lanes, 1/r by Newton's iteration and r = r²·(1/r), which vectorise; with one
+    // lane (microcontrollers, whose FPUs have a square root), √ and a division.
+    let (rjk, ir): ([T; W], [T; W]) = if W > 1 {
+        let ir = lanes!(l => r2[l].recip_sqrt());
+        (lanes!(l => r2[l] * ir[l]), ir)
+    } else {
+        let r = lanes!(l => r2[l].sqrt());
+        (r, lanes!(l => T::ONE / r[l]))
+    };
     let (f, df) = g.cutoff.eval_lanes(rjk);
     let mut hjk = [[T::ZERO; W]; NC];
     let mut dhjk = [[T::ZERO; W]; NC];
