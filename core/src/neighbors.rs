@@ -12,6 +12,7 @@
 use crate::cell::{dot, Cell};
 use crate::error::ComputeError;
 use crate::math::Real;
+use crate::workspace::EXTRA_CELLS;
 
 /// Most species a model may have (bounds the per-element ranges of a [`NeighborSet`]).
 pub const MAX_SPECIES: usize = 16;
@@ -244,41 +245,105 @@ pub(crate) fn split<X>(s: &mut [X], n: usize) -> (&mut [X], &mut [X]) {
     s.split_at_mut_checked(n).unwrap_or_default()
 }
 
-/// A cell list over caller storage.
-pub(crate) struct CellList<'w, T> {
-    /// Wrapped positions, 3 per atom.
-    pub pos: &'w mut [T],
-    /// Cell of each atom.
-    pub cell_of: &'w mut [u32],
-    /// Atoms sorted by cell.
-    pub order: &'w mut [u32],
-    /// `cell_start[c]..cell_start[c+1]` index `order`.
-    pub cell_start: &'w mut [u32],
+/// Bins per cutoff radius along each axis: bins about rc/2 wide, so the search box of an atom
+/// spans 4–5 bins per axis (≈ 3.4 rc³ of candidates instead of 27 rc³ with rc-wide cells).
+const BINS_PER_CUTOFF: usize = 2;
+
+/// Slack, in bins, on each side of an atom's search range. Fractional coordinates carry a few
+/// ulp of rounding (and an atom wrapped to exactly 1.0 is clamped into the top bin), so a bin
+/// that the exact arithmetic would just reach must not be skipped; 10⁻³ bin is far above that
+/// rounding and costs nothing measurable.
+const RANGE_SLACK: f64 = 1e-3;
+
+/// Slice lengths of a [`CellList`]'s storage for `atoms` atoms of `n_species` species.
+///
+/// Per atom: 3 reals (wrapped positions in bin order) and 2 `u32` (atom of each slot, slot of
+/// each atom); per bin key (species × bin, at most `n_species · atoms + EXTRA_CELLS`): 1 `u32`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CellListSize {
+    /// Atoms the storage holds.
+    pub atoms: usize,
+    /// Length of the real slice.
+    pub reals: usize,
+    /// Length of the `u32` slice.
+    pub indices: usize,
+}
+
+impl CellListSize {
+    /// Sizes for `atoms` atoms of `n_species` species (0 counts as 1).
+    pub const fn new(n_species: usize, atoms: usize) -> Self {
+        let s = if n_species == 0 { 1 } else { n_species };
+        CellListSize {
+            atoms,
+            reals: 3 * atoms,
+            indices: 2 * atoms + s * atoms + EXTRA_CELLS + 1,
+        }
+    }
+}
+
+/// A cell list: atoms binned by (species, bin) with their wrapped positions stored
+/// structure-of-arrays in that order, so that the candidates of one species in a row of
+/// consecutive bins are one contiguous span. Built once per configuration (by
+/// [`crate::Model::cell_list`] or inside [`crate::Model::compute`]); read-only afterwards, so
+/// several threads may search it at once, each with its own [`NeighborSet`].
+///
+/// Bins are about rc/2 wide (fewer when the storage allows fewer bins); each atom searches
+/// only the bins its cutoff sphere's bounding box (in fractional coordinates) reaches, through
+/// as many periodic images as needed — cells thinner than the cutoff included. Neighbours come
+/// out grouped by species; within a species, by bin row and then by atom index: deterministic,
+/// whatever thread asks.
+pub struct CellList<'w, T> {
+    x: &'w mut [T],
+    y: &'w mut [T],
+    z: &'w mut [T],
+    /// Atom of each slot.
+    atom: &'w mut [u32],
+    /// Slot of each atom.
+    slot: &'w mut [u32],
+    /// `start[k]..start[k + 1]` are the slots of key k = species · bins + bin.
+    start: &'w mut [u32],
     /// Grid shape.
-    pub n: [usize; 3],
-    /// Search reach (cells) per axis.
-    pub reach: [usize; 3],
-    /// Lattice (or identity) vectors and periodicity.
-    pub frame: Cell<T>,
-    /// Fractional origin and inverse bin width per axis (fractional units).
+    n: [usize; 3],
+    n_species: usize,
+    frame: Cell<T>,
+    recip: [[T; 3]; 3],
+    /// Fractional origin and bins per fractional unit, per axis.
     origin: [T; 3],
     inv_bin: [T; 3],
-    recip: [[T; 3]; 3],
+    /// Search radius in bins (slack included), per axis.
+    reach: [T; 3],
     rc2: T,
 }
 
 impl<'w, T: Real> CellList<'w, T> {
-    /// Bins `positions` into at most `cell_start.len() − 1` cells of size ≥ `rc` where possible.
-    #[allow(clippy::too_many_arguments)]
-    pub fn build(
+    /// Bins `positions` (species `species`, each `< n_species`) for cutoff `rc` into `reals`
+    /// and `indices` (lengths from [`CellListSize::new`]; longer is fine: more bins allowed).
+    pub(crate) fn build(
         positions: &[[T; 3]],
+        species: &[u8],
+        n_species: usize,
         cell: Option<&Cell<T>>,
         rc: T,
-        pos: &'w mut [T],
-        cell_of: &'w mut [u32],
-        order: &'w mut [u32],
-        cell_start: &'w mut [u32],
+        reals: &'w mut [T],
+        indices: &'w mut [u32],
     ) -> Result<Self, ComputeError> {
+        let n_atoms = positions.len();
+        if species.len() != n_atoms {
+            return Err(ComputeError::LengthMismatch {
+                what: "species",
+                expected: n_atoms,
+                got: species.len(),
+            });
+        }
+        let n_species = n_species.clamp(1, MAX_SPECIES);
+        let need = CellListSize::new(n_species, n_atoms);
+        let too_small = |what, needed, got| ComputeError::BufferTooSmall { what, needed, got };
+        if reals.len() < need.reals {
+            return Err(too_small("cell list reals", need.reals, reals.len()));
+        }
+        if indices.len() < need.indices {
+            return Err(too_small("cell list indices", need.indices, indices.len()));
+        }
         let z = T::ZERO;
         let frame = match cell {
             Some(c) => *c,
@@ -288,55 +353,65 @@ impl<'w, T: Real> CellList<'w, T> {
             },
         };
         let recip = frame.reciprocal()?;
-        let n_atoms = positions.len();
-        // Fractional coordinates: wrap periodic axes into [0, 1), find the extent of open axes.
+        // Fractional extent: [0, 1) on periodic axes, the atoms' span on open ones.
         let inf = T::from_f64(f64::INFINITY);
         let mut lo = frame.pbc.map(|p| if p { T::ZERO } else { inf });
         let mut hi = frame.pbc.map(|p| if p { T::ONE } else { -inf });
-        for (atom, (p, w)) in positions.iter().zip(pos.chunks_exact_mut(3)).enumerate() {
+        for (atom, (p, &s)) in positions.iter().zip(species).enumerate() {
             if !p.iter().all(|x| x.is_finite()) {
                 return Err(ComputeError::NonFinitePosition { atom });
             }
-            let mut wrapped = *p;
-            let axes = recip.iter().zip(frame.vectors.iter()).zip(frame.pbc);
-            for (((rk, vk), periodic), (l, h)) in axes.zip(lo.iter_mut().zip(hi.iter_mut())) {
-                let s = dot(*rk, *p);
-                if periodic {
-                    let f = s.floor();
-                    wrapped
-                        .iter_mut()
-                        .zip(vk)
-                        .for_each(|(wc, &vc)| *wc -= f * vc);
-                } else {
+            if usize::from(s) >= n_species {
+                return Err(ComputeError::UnknownSpecies { atom, species: s });
+            }
+            let axes = recip.iter().zip(frame.pbc);
+            for ((rk, periodic), (l, h)) in axes.zip(lo.iter_mut().zip(hi.iter_mut())) {
+                if !periodic {
+                    let s = dot(*rk, *p);
                     *l = l.min(s);
                     *h = h.max(s);
                 }
             }
-            w.copy_from_slice(&wrapped);
         }
         if n_atoms == 0 {
             lo = [T::ZERO; 3];
             hi = [T::ZERO; 3];
         }
-        // Real-space extent of each axis: fractional span × plane spacing.
-        let width: [T; 3] = core::array::from_fn(|k| {
-            let (rk, l, h) = (axis_of(&recip, k), at3(&lo, k), at3(&hi, k));
-            (h - l) / dot(rk, rk).sqrt()
+        // Grid: bins at least rc / BINS_PER_CUTOFF wide where the extent allows, coarsened
+        // (largest axis halved) until every (species, bin) key has a `start` entry.
+        let norm: [T; 3] = core::array::from_fn(|k| {
+            let rk = axis_of(&recip, k);
+            dot(rk, rk).sqrt()
         });
-        // Grid: bins at least rc wide where the extent allows.
-        let cap = cell_start.len().saturating_sub(1).max(1);
-        let mut n = width.map(|w| {
-            let cells = (w / rc).floor().to_f64();
-            if cells >= 1.0 {
-                cells.min(1e6) as usize
+        let (reals_pos, _) = split(reals, 3 * n_atoms);
+        let (x, rest) = split(reals_pos, n_atoms);
+        let (y, z_) = split(rest, n_atoms);
+        let (atom, rest) = split(indices, n_atoms);
+        let (slot, start) = split(rest, n_atoms);
+        let max_keys = start.len().saturating_sub(1).max(1);
+        let bins_per = T::from_usize(BINS_PER_CUTOFF);
+        let mut n: [usize; 3] = core::array::from_fn(|k| {
+            // Real-space width of axis k: fractional span × plane spacing.
+            let width = (at3(&hi, k) - at3(&lo, k)) / at3(&norm, k);
+            let bins = (width * bins_per / rc).floor().to_f64();
+            if bins >= 1.0 {
+                (bins.min(max_keys as f64)) as usize
             } else {
                 1
             }
         });
-        while n.iter().product::<usize>() > cap && n != [1, 1, 1] {
-            if let Some(big) = n.iter_mut().max_by_key(|x| **x) {
+        let keys = |n: &[usize; 3]| {
+            n.iter()
+                .fold(n_species, |acc: usize, &v| acc.saturating_mul(v))
+        };
+        while keys(&n) > max_keys && n != [1, 1, 1] {
+            if let Some(big) = n.iter_mut().max_by_key(|v| **v) {
                 *big = big.div_ceil(2).max(1);
             }
+        }
+        let n_keys = keys(&n);
+        if n_keys > max_keys {
+            return Err(too_small("cell list indices", need.indices, n_keys + 1));
         }
         let inv_bin: [T; 3] = core::array::from_fn(|k| {
             let span = at3(&hi, k) - at3(&lo, k);
@@ -347,60 +422,67 @@ impl<'w, T: Real> CellList<'w, T> {
                 T::ZERO
             }
         });
-        let reach: [usize; 3] = core::array::from_fn(|k| {
-            let nk = n.get(k).copied().unwrap_or(1);
-            let periodic = frame.pbc.get(k).copied().unwrap_or(false);
-            let bin_width = at3(&width, k) / T::from_usize(nk);
-            if bin_width > T::ZERO {
-                // ceil(rc / bin width) through the math facade: −floor(−x).
-                let m = (-(-(rc / bin_width)).floor()).to_f64();
-                let m = if m.is_finite() {
-                    m.min(1e6) as usize
-                } else {
-                    1
-                };
-                if periodic {
-                    m.max(1)
-                } else {
-                    m.min(nk - 1)
-                }
-            } else {
-                usize::from(periodic)
-            }
-        });
-        let n_cells = n[0] * n[1] * n[2];
-        if cell_start.len() < n_cells + 1 {
-            return Err(ComputeError::BufferTooSmall {
-                what: "cells",
-                needed: n_cells + 1,
-                got: cell_start.len(),
-            });
-        }
+        let slack = T::from_f64(RANGE_SLACK);
+        let reach: [T; 3] = core::array::from_fn(|k| rc * at3(&norm, k) * at3(&inv_bin, k) + slack);
         let mut list = CellList {
-            pos,
-            cell_of,
-            order,
-            cell_start,
+            x,
+            y,
+            z: z_,
+            atom,
+            slot,
+            start,
             n,
-            reach,
+            n_species,
             frame,
+            recip,
             origin: lo,
             inv_bin,
-            recip,
+            reach,
             rc2: rc * rc,
         };
-        list.bin(n_atoms);
+        list.bin(positions, species, n_keys);
         Ok(list)
     }
 
-    /// Cell coordinates of a wrapped position.
-    #[inline]
-    fn coords(&self, p: [T; 3]) -> [usize; 3] {
+    /// Atoms in the list.
+    pub fn atoms(&self) -> usize {
+        self.slot.len()
+    }
+
+    /// Grid shape (bins along a, b, c).
+    pub fn grid(&self) -> [usize; 3] {
+        self.n
+    }
+
+    /// `p` with periodic axes wrapped into the cell (fractional coordinate in [0, 1)).
+    #[inline(always)]
+    fn wrap(&self, p: [T; 3]) -> [T; 3] {
+        let mut w = p;
+        let axes = self.recip.iter().zip(self.frame.vectors.iter());
+        for ((rk, vk), periodic) in axes.zip(self.frame.pbc) {
+            if periodic {
+                let f = dot(*rk, p).floor();
+                w.iter_mut().zip(vk).for_each(|(wc, &vc)| *wc -= f * vc);
+            }
+        }
+        w
+    }
+
+    /// Continuous bin coordinates of a wrapped position (bin k holds [k, k + 1)).
+    #[inline(always)]
+    fn bin_coords(&self, p: [T; 3]) -> [T; 3] {
         core::array::from_fn(|k| {
-            let s =
-                (dot(axis_of(&self.recip, k), p) - at3(&self.origin, k)) * at3(&self.inv_bin, k);
-            let f = s.floor().to_f64();
-            let top = self.n.get(k).copied().unwrap_or(1) - 1;
+            (dot(axis_of(&self.recip, k), p) - at3(&self.origin, k)) * at3(&self.inv_bin, k)
+        })
+    }
+
+    /// Bin index of a wrapped position.
+    #[inline(always)]
+    fn bin_of(&self, p: [T; 3]) -> usize {
+        let s = self.bin_coords(p);
+        let [a, b, c]: [usize; 3] = core::array::from_fn(|k| {
+            let f = at3(&s, k).floor().to_f64();
+            let top = self.n.get(k).copied().unwrap_or(1).saturating_sub(1);
             // Rounding can put a wrapped coordinate at exactly 1.0 (or the top of an open axis):
             // clamp into the grid.
             if f > 0.0 {
@@ -408,145 +490,209 @@ impl<'w, T: Real> CellList<'w, T> {
             } else {
                 0
             }
-        })
+        });
+        let [_, nb, nc] = self.n;
+        (a * nb + b) * nc + c
     }
 
-    fn bin(&mut self, n_atoms: usize) {
-        for c in self.cell_start.iter_mut() {
-            *c = 0;
-        }
-        for atom in 0..n_atoms {
-            let p = self.wrapped(atom);
-            let [a, b, c] = self.coords(p);
-            let id = (a * self.n[1] + b) * self.n[2] + c;
-            if let Some(slot) = self.cell_of.get_mut(atom) {
-                *slot = id as u32;
+    /// Counting sort of the atoms by key = species · bins + bin.
+    fn bin(&mut self, positions: &[[T; 3]], species: &[u8], n_keys: usize) {
+        let bins = self.n.iter().product::<usize>();
+        let start = self.start.get_mut(..n_keys + 1).unwrap_or(&mut []);
+        start.iter_mut().for_each(|c| *c = 0);
+        for (atom, (p, &s)) in positions.iter().zip(species).enumerate() {
+            let key = usize::from(s) * bins + self.bin_of(self.wrap(*p));
+            if let Some(k) = self.slot.get_mut(atom) {
+                *k = key as u32;
             }
-            if let Some(cnt) = self.cell_start.get_mut(id + 1) {
+            if let Some(cnt) = self.start.get_mut(key + 1) {
                 *cnt += 1;
             }
         }
-        // Exclusive prefix sum: cell_start[c] = first slot of cell c.
+        // Prefix sum: start[k] = first slot of key k.
         let mut acc = 0u32;
-        for c in self.cell_start.iter_mut() {
+        for c in self.start.iter_mut().take(n_keys + 1) {
             acc += *c;
             *c = acc;
         }
-        // Place atoms in order, advancing each cell's cursor; afterwards cell_start[c] holds the
-        // end of cell c, i.e. the start of c + 1.
-        for atom in 0..n_atoms {
-            let id = self.cell_of.get(atom).copied().unwrap_or(0) as usize;
-            if let Some(cursor) = self.cell_start.get_mut(id) {
-                let p = *cursor as usize;
-                *cursor += 1;
-                if let Some(o) = self.order.get_mut(p) {
-                    *o = atom as u32;
-                }
+        // Place the atoms in index order, advancing each key's cursor; afterwards start[k]
+        // holds the end of key k, i.e. the start of k + 1.
+        for (atom, p) in positions.iter().enumerate() {
+            let w = self.wrap(*p);
+            let Some(key) = self.slot.get(atom).map(|&k| k as usize) else {
+                continue;
+            };
+            let Some(cursor) = self.start.get_mut(key) else {
+                continue;
+            };
+            let at = *cursor as usize;
+            *cursor += 1;
+            if let Some(s) = self.slot.get_mut(atom) {
+                *s = at as u32;
+            }
+            let dst = (
+                self.atom.get_mut(at),
+                self.x.get_mut(at),
+                self.y.get_mut(at),
+                self.z.get_mut(at),
+            );
+            if let (Some(a), Some(x), Some(y), Some(z)) = dst {
+                *a = atom as u32;
+                [*x, *y, *z] = w;
             }
         }
-        // Shift right by one so that cell_start[c] is the start of c again.
+        // Shift right by one so that start[k] is the start of k again.
         let mut prev = 0u32;
-        for c in self.cell_start.iter_mut() {
+        for c in self.start.iter_mut().take(n_keys + 1) {
             core::mem::swap(c, &mut prev);
         }
     }
 
-    #[inline(always)]
-    fn wrapped(&self, atom: usize) -> [T; 3] {
-        let b = 3 * atom;
-        match self.pos.get(b..b + 3) {
-            Some(&[x, y, z]) => [x, y, z],
-            _ => [T::ZERO; 3],
-        }
-    }
-
-    /// Collects the neighbours of `atom` (species from `species`) into `set` and sorts them.
+    /// Collects the neighbours of `atom` into `set`, grouped by species, with distances.
     pub fn neighbors_of(
         &self,
         atom: usize,
-        species: &[u8],
         set: &mut NeighborSet<'_, T>,
     ) -> Result<(), ComputeError> {
         set.clear();
-        let pi = self.wrapped(atom);
-        let [ca, cb, cc] = self.coords(pi);
-        let [na, nb, nc] = self.n;
-        let [ra, rb, rc_] = self.reach;
-        let v = self.frame.vectors;
-        for oa in -(ra as isize)..=(ra as isize) {
-            let Some((a, sa)) = self.axis(0, ca, oa, na) else {
+        let Some(&me) = self.slot.get(atom) else {
+            return Err(ComputeError::LengthMismatch {
+                what: "atom index",
+                expected: self.atoms(),
+                got: atom,
+            });
+        };
+        let me = me as usize;
+        let pi = [
+            self.x.get(me).copied().unwrap_or(T::ZERO),
+            self.y.get(me).copied().unwrap_or(T::ZERO),
+            self.z.get(me).copied().unwrap_or(T::ZERO),
+        ];
+        // The range of bins (unwrapped: periodic images lie outside 0..n) each axis must visit.
+        let s = self.bin_coords(pi);
+        let range: [(isize, isize); 3] = core::array::from_fn(|k| {
+            let (sk, rk) = (at3(&s, k), at3(&self.reach, k));
+            let lo = (sk - rk).floor().to_f64() as isize;
+            let hi = (sk + rk).floor().to_f64() as isize;
+            if self.frame.pbc.get(k).copied().unwrap_or(false) {
+                (lo, hi)
+            } else {
+                let top = self.n.get(k).copied().unwrap_or(1) as isize - 1;
+                (lo.clamp(0, top), hi.clamp(0, top))
+            }
+        });
+        let [(la, ha), (lb, hb), (lc, hc)] = range;
+        let [na, nb, nc] = self.n.map(|v| v.max(1) as isize);
+        let bins = (na * nb * nc) as usize;
+        let [va, vb, vc] = self.frame.vectors;
+        let capacity = set.capacity();
+        let mut len = 0usize;
+        let mut start = [0usize; MAX_SPECIES + 1];
+        for (e, first) in start.iter_mut().enumerate().skip(1) {
+            if e > self.n_species {
+                *first = len;
                 continue;
-            };
-            for ob in -(rb as isize)..=(rb as isize) {
-                let Some((b, sb)) = self.axis(1, cb, ob, nb) else {
-                    continue;
-                };
-                for oc in -(rc_ as isize)..=(rc_ as isize) {
-                    let Some((c, sc)) = self.axis(2, cc, oc, nc) else {
-                        continue;
-                    };
-                    let [va, vb, vc] = v;
-                    let shift: [T; 3] = core::array::from_fn(|x| {
-                        sa * at3(&va, x) + sb * at3(&vb, x) + sc * at3(&vc, x)
-                    });
-                    let zero_shift = sa == T::ZERO && sb == T::ZERO && sc == T::ZERO;
-                    let id = (a * nb + b) * nc + c;
-                    let lo = self.cell_start.get(id).copied().unwrap_or(0) as usize;
-                    let hi = self.cell_start.get(id + 1).copied().unwrap_or(0) as usize;
-                    for &j in self.order.get(lo..hi).unwrap_or(&[]) {
-                        let pj = self.wrapped(j as usize);
-                        // Numerical guard: (r_j − r_i) first, then the image shift. When the
-                        // image is a neighbour the two nearly cancel, which is exact (Sterbenz),
-                        // so only one rounding of size ~ulp(cell) remains instead of three.
-                        let d = [
-                            (pj[0] - pi[0]) + shift[0],
-                            (pj[1] - pi[1]) + shift[1],
-                            (pj[2] - pi[2]) + shift[2],
-                        ];
-                        let r2 = d[0] * d[0] + d[1] * d[1] + d[2] * d[2];
-                        if r2 > self.rc2 {
-                            continue;
-                        }
-                        if r2 == T::ZERO {
-                            if j as usize == atom && zero_shift {
-                                continue;
-                            }
+            }
+            let key0 = (e - 1) * bins;
+            for ta in la..=ha {
+                let (a, ma) = (ta.rem_euclid(na), ta.div_euclid(na));
+                for tb in lb..=hb {
+                    let (b, mb) = (tb.rem_euclid(nb), tb.div_euclid(nb));
+                    let row = key0 + ((a * nb + b) * nc) as usize;
+                    let (fa, fb) = (T::from_f64(ma as f64), T::from_f64(mb as f64));
+                    let row_shift: [T; 3] =
+                        core::array::from_fn(|x| fa * at3(&va, x) + fb * at3(&vb, x));
+                    // Consecutive bins of the row, one span per periodic image along c.
+                    let mut tc = lc;
+                    while tc <= hc {
+                        let (c0, mc) = (tc.rem_euclid(nc), tc.div_euclid(nc));
+                        let t_end = hc.min(tc + (nc - 1 - c0));
+                        let c1 = c0 + (t_end - tc);
+                        tc = t_end + 1;
+                        let fc = T::from_f64(mc as f64);
+                        let shift: [T; 3] =
+                            core::array::from_fn(|x| at3(&row_shift, x) + fc * at3(&vc, x));
+                        let lo = self.start.get(row + c0 as usize).copied().unwrap_or(0);
+                        let hi = self.start.get(row + c1 as usize + 1).copied().unwrap_or(0);
+                        let span = lo as usize..(hi as usize).max(lo as usize);
+                        // The central atom itself is skipped only in its unshifted image.
+                        let own = if ma == 0 && mb == 0 && mc == 0 {
+                            atom as u32
+                        } else {
+                            u32::MAX
+                        };
+                        if let Some(j) = self.scan(span, pi, shift, own, set, &mut len) {
                             return Err(ComputeError::OverlappingAtoms {
                                 i: atom,
                                 j: j as usize,
                             });
                         }
-                        let sj = species.get(j as usize).copied().unwrap_or(0);
-                        if !set.push(sj, j, d) {
-                            return Err(ComputeError::NeighborOverflow {
-                                atom,
-                                capacity: set.capacity(),
-                            });
+                        if len > capacity {
+                            return Err(ComputeError::NeighborOverflow { atom, capacity });
                         }
                     }
                 }
             }
+            *first = len;
         }
-        set.finish();
+        // Distances, in one pass over the kept neighbours.
+        let lanes = set.dx.iter().zip(set.dy.iter()).zip(set.dz.iter());
+        for (r, ((&x, &y), &z)) in set.r.iter_mut().zip(lanes).take(len) {
+            *r = (x * x + y * y + z * z).sqrt();
+        }
+        set.len = len;
+        set.start = start;
         Ok(())
     }
 
-    /// Maps cell coordinate `c + off` on axis `k` to (cell, image shift), or `None` outside an
-    /// open axis.
+    /// Appends the atoms of slots `span` within the cutoff of `pi` (image shift `shift`) to
+    /// `set` at `*len`, counting past the capacity without writing (the caller reports the
+    /// overflow). Returns the atom of a zero-distance candidate other than `own`.
     #[inline(always)]
-    fn axis(&self, k: usize, c: usize, off: isize, n: usize) -> Option<(usize, T)> {
-        let t = c as isize + off;
-        // n ≥ 1 by construction; `max` lets the optimiser drop the divide-by-zero panic path.
-        let n = (n as isize).max(1);
-        if self.frame.pbc.get(k).copied().unwrap_or(false) {
-            let wrapped = t.rem_euclid(n);
-            let shift = t.div_euclid(n);
-            Some((wrapped as usize, T::from_f64(shift as f64)))
-        } else if (0..n).contains(&t) {
-            Some((t as usize, T::ZERO))
-        } else {
-            None
+    fn scan(
+        &self,
+        span: core::ops::Range<usize>,
+        pi: [T; 3],
+        shift: [T; 3],
+        own: u32,
+        set: &mut NeighborSet<'_, T>,
+        len: &mut usize,
+    ) -> Option<u32> {
+        let xs = self.x.get(span.clone()).unwrap_or(&[]);
+        let ys = self.y.get(span.clone()).unwrap_or(&[]);
+        let zs = self.z.get(span.clone()).unwrap_or(&[]);
+        let ids = self.atom.get(span).unwrap_or(&[]);
+        let rc2 = self.rc2;
+        let mut k = *len;
+        for (((&xj, &yj), &zj), &j) in xs.iter().zip(ys).zip(zs).zip(ids) {
+            // Numerical guard: (r_j − r_i) first, then the image shift. When the image is a
+            // neighbour the two nearly cancel, which is exact (Sterbenz), so only one rounding
+            // of size ~ulp(cell) remains instead of three.
+            let dx = (xj - pi[0]) + shift[0];
+            let dy = (yj - pi[1]) + shift[1];
+            let dz = (zj - pi[2]) + shift[2];
+            let r2 = dx * dx + dy * dy + dz * dz;
+            if r2 == T::ZERO && j != own {
+                *len = k;
+                return Some(j);
+            }
+            // Written unconditionally, kept (k advanced) only within the cutoff and off the
+            // central atom: no unpredictable branch.
+            if let (Some(ox), Some(oy), Some(oz), Some(oi)) = (
+                set.dx.get_mut(k),
+                set.dy.get_mut(k),
+                set.dz.get_mut(k),
+                set.index.get_mut(k),
+            ) {
+                *ox = dx;
+                *oy = dy;
+                *oz = dz;
+                *oi = j;
+            }
+            k += usize::from(r2 <= rc2 && r2 > T::ZERO);
         }
+        *len = k;
+        None
     }
 }
 
