@@ -246,8 +246,15 @@ enum Command {
         #[arg(long, value_parser = parse_replicate, default_value = "1,1,1")]
         replicate: [usize; 3],
         /// Print JSON.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "row")]
         json: bool,
+        /// Print one Markdown table row instead (atoms, precision, threads, µs/atom, the four
+        /// stages, workspace MiB, peak RSS MiB), for benches/scaling.sh.
+        #[arg(long)]
+        row: bool,
+        /// Also write the JSON report to this file.
+        #[arg(long)]
+        json_file: Option<PathBuf>,
     },
 }
 
@@ -403,6 +410,8 @@ fn run(cli: Cli) -> Result<()> {
             repeat,
             replicate,
             json,
+            row,
+            json_file,
         } => bench(
             &model,
             &input,
@@ -411,7 +420,14 @@ fn run(cli: Cli) -> Result<()> {
             threads,
             repeat,
             replicate,
-            json,
+            if row {
+                BenchOutput::Row
+            } else if json {
+                BenchOutput::Json
+            } else {
+                BenchOutput::Text
+            },
+            json_file.as_deref(),
         ),
     }
 }
@@ -605,6 +621,14 @@ fn peak_rss_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// How `mlff bench` reports.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum BenchOutput {
+    Text,
+    Json,
+    Row,
+}
+
 #[allow(clippy::too_many_arguments)]
 fn bench(
     model: &std::path::Path,
@@ -614,7 +638,8 @@ fn bench(
     threads: usize,
     repeat: usize,
     replicate: [usize; 3],
-    json: bool,
+    output: BenchOutput,
+    json_file: Option<&std::path::Path>,
 ) -> Result<()> {
     if threads == 0 || repeat == 0 {
         bail!("--threads and --repeat must be at least 1");
@@ -667,8 +692,23 @@ fn bench(
         "peak_rss_bytes": peak_rss,
         "energy_ev": timed.prediction.energy,
     });
-    if json {
+    let mib = |b: f64| b / (1024.0 * 1024.0);
+    if let Some(path) = json_file {
+        write_atomic(path, serde_json::to_string_pretty(&report)?.as_bytes())?;
+    }
+    if output == BenchOutput::Json {
         println!("{}", serde_json::to_string_pretty(&report)?);
+    } else if output == BenchOutput::Row {
+        let rss = peak_rss.map_or("–".to_string(), |b| format!("{:.1}", mib(b as f64)));
+        println!(
+            "| {atoms} | {} | {threads} | {total:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {rss} |",
+            format!("{precision:?}").to_lowercase(),
+            stage(0),
+            stage(1),
+            stage(2),
+            stage(3),
+            mib(timed.workspace_bytes as f64),
+        );
     } else {
         let reps = if replicate == [1, 1, 1] {
             String::new()
@@ -686,7 +726,6 @@ fn bench(
         for (k, n) in names.iter().enumerate() {
             println!("  {n:<13}  {:>10.2} µs/atom (CPU)", stage(k));
         }
-        let mib = |b: f64| b / (1024.0 * 1024.0);
         println!(
             "  workspace      {:>10.1} MiB ({:.0} B/atom; {} neighbour slots, {} chunks in flight)",
             mib(timed.workspace_bytes as f64),
