@@ -866,8 +866,10 @@ impl<'w, T: Real> CellList<'w, T> {
         if self.frame.pbc.get(k).copied().unwrap_or(false) {
             (lo, hi)
         } else {
-            let top = self.n.get(k).copied().unwrap_or(1) as isize - 1;
-            (lo.clamp(0, top), hi.clamp(0, top))
+            // (max/min rather than clamp: clamp panics on an empty interval, which n ≥ 1 rules
+            // out but the optimiser cannot see.)
+            let top = (self.n.get(k).copied().unwrap_or(1) as isize - 1).max(0);
+            (lo.max(0).min(top), hi.max(0).min(top))
         }
     }
 
