@@ -1,14 +1,14 @@
-//! Energy + forces of a periodic water box through `mlff-core`, in f64 and f32.
+//! Energy + forces of a periodic water box through `mlff-core`, in f64 and f32, and the
+//! neighbour search alone.
 //!
-//! Model: the descriptor set of n2p2's `H2O_RPBE-D3` water model (`input.nn`: H 27 / O 30
-//! symmetry functions of types 2 and 3, cutoff 12 Bohr = 6.35 Å, 25-25-1 tanh networks) with
-//! seeded random weights. Timing does not depend on the weight values; the feature scaling is
-//! fitted on the 1080-atom box so that the random networks see inputs of order one, as a trained
-//! model would. Structures: n2p2's 1080-atom box and, with `MLFF_BENCH_8640=1`, its 8640-atom box
-//! (Bohr in the files, converted to Å). The large box is opt-in because criterion's minimum of
-//! ten samples at several seconds per call would take the run past three minutes. Only
-//! `Model::compute` is timed (cell list, neighbours, descriptors, networks, forces and virial);
-//! the workspace is allocated once outside the loop.
+//! Model: n2p2's trained `H2O_RPBE-D3` water model, imported as `mlff import-n2p2` does (H 27 / O
+//! 30 symmetry functions of types 2 and 3, cutoff 12 Bohr = 6.35 Å, 25-25-1 tanh networks, its
+//! own weights and scaling). Structures: n2p2's 1080-atom box and, with `MLFF_BENCH_8640=1`, its
+//! 8640-atom box (Bohr in the files, converted to Å). The large box is opt-in because criterion's
+//! minimum of ten samples at several seconds per call would take the run past three minutes.
+//! `compute` times `Model::compute` (cell list, neighbours, descriptors, networks, forces and
+//! virial); `neighbors` times the cell list and every atom's neighbour search and nothing else
+//! (`Model::cell_list`, `CellList::neighbors_of`). Workspaces are allocated outside the loop.
 //!
 //! Reference data: `$MLFF_REFDATA` (default `../shared/data` relative to the workspace root; a
 //! relative value is resolved against the workspace root too, since `cargo bench` runs in the
@@ -19,6 +19,7 @@
 //! cargo bench -p mlff-benches                       # 1080 atoms, f64 and f32
 //! MLFF_BENCH_8640=1 cargo bench -p mlff-benches     # also 8640 atoms (minutes)
 //! cargo bench -p mlff-benches -- water_1080/f32     # one benchmark
+//! cargo bench -p mlff-benches -- neighbors          # the neighbour search only
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -27,21 +28,21 @@ use std::time::{Duration, Instant};
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main};
 use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput};
-use mlff_core::{Cell, ComputeError, Model, Outputs, Real, System, Workspace, WorkspaceSize};
-use mlff_train::n2p2::{read_input_nn, BOHR};
-use mlff_train::random::{fit_scaling, neighbor_capacity, random_model};
+use mlff_core::{Cell, CellListSize, ComputeError, Model, NeighborSet, Outputs, Real, System};
+use mlff_core::{Workspace, WorkspaceSize};
+use mlff_train::n2p2::{import, Units, BOHR, HARTREE};
+use mlff_train::random::neighbor_capacity;
 use mlff_train::structure::{read_input_data, Structure};
 use mlff_train::writer::{write_blob, Precision};
 
-/// Seed of the random weights (any value times the same).
-const SEED: u64 = 2024;
 /// Samples per benchmark (criterion's minimum): one `compute` of a box takes up to seconds.
 const SAMPLES: usize = 10;
 /// Measurement time per benchmark while `SAMPLES` calls fit in it; slower calls get one call
 /// per sample.
 const MEASUREMENT: Duration = Duration::from_secs(5);
 
-/// Model and structure files, relative to the reference-data directory.
+/// Model directory and structure files, relative to the reference-data directory.
+const MODEL_DIR: &str = "n2p2/H2O_RPBE-D3";
 const INPUT_NN: &str = "n2p2/H2O_RPBE-D3/input.nn";
 const BOX_1080: &str = "n2p2/H2O_RPBE-D3/input.data";
 const BOX_8640: &str = "n2p2/H2O_RPBE-D3_8640/input.data";
@@ -95,7 +96,11 @@ fn water(c: &mut Criterion) {
             return;
         }
     }
-    let set = read_input_nn(&input_nn, BOHR).unwrap_or_else(|e| panic!("{e:#}"));
+    let units = Units {
+        length: BOHR,
+        energy: HARTREE,
+    };
+    let spec = import(&data.join(MODEL_DIR), units).unwrap_or_else(|e| panic!("{e:#}"));
     let mut boxes = vec![("water_1080", read_box(&small))];
     if std::env::var("MLFF_BENCH_8640").is_ok_and(|v| v == "1") {
         let large = data.join(BOX_8640);
@@ -106,8 +111,6 @@ fn water(c: &mut Criterion) {
         }
     }
 
-    let mut spec = random_model(&set, SEED);
-    fit_scaling(&mut spec, std::slice::from_ref(&boxes[0].1)).unwrap_or_else(|e| panic!("{e:#}"));
     let blob = |p| {
         let bytes = write_blob(&spec, p).unwrap_or_else(|e| panic!("{e:#}"));
         mlff_train::io::AlignedBlob::new(&bytes)
@@ -125,6 +128,14 @@ fn water(c: &mut Criterion) {
         bench_precision::<f64>(&mut group, "f64", blob64.bytes(), s);
         bench_precision::<f32>(&mut group, "f32", blob32.bytes(), s);
         group.finish();
+        let mut group = c.benchmark_group(format!("{name}_neighbors"));
+        group
+            .throughput(Throughput::Elements(s.positions.len() as u64))
+            .warm_up_time(Duration::from_secs(1))
+            .measurement_time(Duration::from_secs(3));
+        bench_neighbors::<f64>(&mut group, "f64", blob64.bytes(), s);
+        bench_neighbors::<f32>(&mut group, "f32", blob32.bytes(), s);
+        group.finish();
     }
 }
 
@@ -136,21 +147,11 @@ fn bench_precision<T: Real>(
     s: &Structure,
 ) {
     let model = Model::<T>::from_blob(blob).unwrap_or_else(|e| panic!("{id} blob: {e}"));
-    let species: Vec<u8> = s
-        .symbols
-        .iter()
-        .map(|sym| {
-            mlff_train::elements::atomic_number(sym)
-                .and_then(|z| model.species_index(z))
-                .unwrap_or_else(|| panic!("element {sym} is not in the model"))
-        })
-        .collect();
-    let positions: Vec<[T; 3]> = s.positions.iter().map(|p| p.map(T::from_f64)).collect();
-    let lattice = s.lattice.expect("the water boxes are periodic");
+    let (positions, species, cell) = system_of::<T>(&model, s);
     let system = System {
         positions: &positions,
         species: &species,
-        cell: Some(Cell::periodic(lattice.map(|v| v.map(T::from_f64)))),
+        cell,
     };
     let n = positions.len();
     let mut forces = vec![[T::ZERO; 3]; n];
@@ -221,6 +222,63 @@ fn bench_precision<T: Real>(
                 .unwrap_or_else(|e| panic!("{id}: {e}"))
         })
     });
+}
+
+/// Times building the cell list of `s` and collecting every atom's neighbours.
+fn bench_neighbors<T: Real>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    id: &str,
+    blob: &[u8],
+    s: &Structure,
+) {
+    let model = Model::<T>::from_blob(blob).unwrap_or_else(|e| panic!("{id} blob: {e}"));
+    let (positions, species, cell) = system_of::<T>(&model, s);
+    let system = System {
+        positions: &positions,
+        species: &species,
+        cell,
+    };
+    let n = positions.len();
+    let size = CellListSize::new(model.n_species(), n);
+    let (mut cr, mut ci) = (vec![T::ZERO; size.reals], vec![0u32; size.indices]);
+    let cap = 2 * neighbor_capacity(s, model.cutoff().to_f64());
+    let (mut nr, mut ni) = (vec![T::ZERO; 12 * cap], vec![0u32; 3 * cap]);
+    let mut set = NeighborSet::new(cap, &mut nr, &mut ni).unwrap_or_else(|e| panic!("{e}"));
+    group.bench_function(id, |b| {
+        b.iter(|| {
+            let cells = model
+                .cell_list(&system, &mut cr, &mut ci)
+                .unwrap_or_else(|e| panic!("{id}: {e}"));
+            let mut total = 0usize;
+            for atom in 0..n {
+                cells
+                    .neighbors_of(atom, &mut set)
+                    .unwrap_or_else(|e| panic!("{id}: {e}"));
+                total += set.len();
+            }
+            total
+        })
+    });
+}
+
+/// Positions, species indices and cell of `s` in `T` for `model`.
+fn system_of<T: Real>(
+    model: &Model<'_, T>,
+    s: &Structure,
+) -> (Vec<[T; 3]>, Vec<u8>, Option<Cell<T>>) {
+    let species: Vec<u8> = s
+        .symbols
+        .iter()
+        .map(|sym| {
+            mlff_train::elements::atomic_number(sym)
+                .and_then(|z| model.species_index(z))
+                .unwrap_or_else(|| panic!("element {sym} is not in the model"))
+        })
+        .collect();
+    let positions: Vec<[T; 3]> = s.positions.iter().map(|p| p.map(T::from_f64)).collect();
+    let lattice = s.lattice.expect("the water boxes are periodic");
+    let cell = Some(Cell::periodic(lattice.map(|v| v.map(T::from_f64))));
+    (positions, species, cell)
 }
 
 criterion_group!(benches, water);

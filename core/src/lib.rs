@@ -32,6 +32,7 @@
 
 pub mod blob;
 pub mod cell;
+pub mod chunk;
 pub mod crc32;
 pub mod cutoff;
 pub mod descriptor;
@@ -48,11 +49,12 @@ mod bytes;
 
 pub use blob::BlobError;
 pub use cell::Cell;
+pub use chunk::{ChunkForces, ChunkForcesSize};
 pub use cutoff::CutoffKind;
 pub use descriptor::DescriptorKind;
 pub use error::ComputeError;
 pub use math::Real;
 pub use mlp::Activation;
-pub use model::{Model, Outputs, Probe, Results, Stage, System};
-pub use neighbors::NeighborSet;
+pub use model::{ChunkOutputs, Model, Outputs, Probe, Results, Stage, System};
+pub use neighbors::{CellList, CellListSize, NeighborSet};
 pub use workspace::{Workspace, WorkspaceSize};

@@ -5,6 +5,7 @@ use crate::blob::{self, BlobError, ScalingMode, Sections, GLOBALS, LAYER_NORMALI
 use crate::blob::{MAX_LAYERS, MODEL_LEN, SPECIES_RECORD};
 use crate::bytes::{cast_reals, u32_at, u8_at};
 use crate::cell::Cell;
+use crate::chunk::{chunk_count, chunk_range, ChunkForces, Direct, ForceSink, CHUNK_ATOMS};
 use crate::cutoff::CutoffKind;
 use crate::descriptor::batched::PairCache;
 use crate::descriptor::compact::{CompactKind, ANGLE_TOLERANCE};
@@ -107,6 +108,14 @@ pub struct Outputs<'o, T> {
     /// Per-atom energies (eV, f64 in both precisions: they carry the reference energies and
     /// shift, whose size would swamp f32's resolution); `None` to skip.
     pub energies: Option<&'o mut [f64]>,
+}
+
+/// Caller-owned outputs of one chunk ([`Model::compute_chunk`]).
+pub struct ChunkOutputs<'o, 'w, T> {
+    /// Per-atom energies of the chunk's atoms (eV); `None` to skip.
+    pub energies: Option<&'o mut [f64]>,
+    /// The chunk's force record; `None` computes energies only (no forces, no virial).
+    pub forces: Option<&'o mut ChunkForces<'w, T>>,
 }
 
 /// Scalar results of [`Model::compute`].
@@ -539,6 +548,10 @@ impl<'a, T: Real> Model<'a, T> {
     }
 
     /// Energy, forces, virial and per-atom energies of a system.
+    ///
+    /// The atoms are walked in the fixed chunks of [`crate::chunk`] and the chunk results
+    /// summed in order, so the bits equal those of [`Model::compute_chunk`] run on any number
+    /// of threads and combined in chunk order.
     pub fn compute(
         &self,
         system: &System<'_, T>,
@@ -553,8 +566,8 @@ impl<'a, T: Real> Model<'a, T> {
     /// virial that derive from them (forces land on every atom they act on, so `out.forces`
     /// still holds one entry per atom of the system; it is zeroed first, as are per-atom
     /// energies outside `atoms`). Summing the results of disjoint ranges that cover the system
-    /// gives [`Model::compute`]'s — the host splits work across threads this way. `probe` is
-    /// told when each stage starts (see [`Probe`]).
+    /// gives [`Model::compute`]'s up to rounding (bit for bit with [`Model::compute_chunk`]).
+    /// `probe` is told when each stage starts (see [`Probe`]).
     pub fn compute_with(
         &self,
         system: &System<'_, T>,
@@ -590,7 +603,7 @@ impl<'a, T: Real> Model<'a, T> {
             });
         }
         probe.enter(Stage::Neighbors);
-        let (list, neighbors, scratch) = self.cell_list(system, ws)?;
+        let (list, neighbors, scratch) = self.split_workspace(system, ws)?;
         if let Some(f) = out.forces.as_deref_mut() {
             for v in f.iter_mut() {
                 *v = [T::ZERO; 3];
@@ -599,28 +612,166 @@ impl<'a, T: Real> Model<'a, T> {
         if let Some(e) = out.energies.as_deref_mut() {
             e.iter_mut().for_each(|x| *x = 0.0);
         }
-        let want_grad = out.forces.is_some();
+        let mut sink = out.forces.as_deref_mut().map(Direct);
         let mut res = Results::default();
-        let species = system.species.get(atoms.clone()).unwrap_or(&[]);
-        for (i, &si) in atoms.zip(species) {
-            probe.enter(Stage::Neighbors);
-            list.neighbors_of(i, system.species, neighbors)?;
-            let e = self.evaluate(usize::from(si), neighbors, scratch, want_grad, probe)?;
-            res.energy += e;
-            if let Some(es) = out.energies.as_deref_mut().and_then(|es| es.get_mut(i)) {
-                *es = e;
-            }
-            if let Some(f) = out.forces.as_deref_mut() {
-                scatter(i, neighbors, f, &mut res.virial);
-            }
+        // Chunk by chunk (the pieces of `atoms` within each chunk of the fixed partition).
+        let mut a = atoms.start;
+        while a < atoms.end {
+            let end = (a / CHUNK_ATOMS + 1)
+                .saturating_mul(CHUNK_ATOMS)
+                .min(atoms.end);
+            let energies = out.energies.as_deref_mut();
+            let part = self.run_atoms(
+                system,
+                &list,
+                neighbors,
+                scratch,
+                a..end,
+                energies.map(|e| (e, 0)),
+                sink.as_mut(),
+                probe,
+            )?;
+            res.accumulate(&part);
+            a = end;
         }
         probe.enter(Stage::Done);
         Ok(res)
     }
 
+    /// Bins `system` into a cell list over caller storage (lengths from
+    /// [`crate::CellListSize::new`] with this model's species count), to be shared read-only
+    /// by the threads that call [`Model::compute_chunk`].
+    pub fn cell_list<'w>(
+        &self,
+        system: &System<'_, T>,
+        reals: &'w mut [T],
+        indices: &'w mut [u32],
+    ) -> Result<CellList<'w, T>, ComputeError> {
+        CellList::build(
+            system.positions,
+            system.species,
+            self.dims.n_species,
+            system.cell.as_ref(),
+            self.cutoff,
+            reals,
+            indices,
+        )
+    }
+
+    /// One chunk of the fixed partition ([`crate::chunk`]): the energy and virial of the atoms
+    /// of chunk `chunk`, their per-atom energies into `out.energies` (one per atom of the chunk)
+    /// and their force contributions into `out.forces` (a record to add to the forces with
+    /// [`ChunkForces::apply`]). `cells` must be [`Model::cell_list`] of this same `system`;
+    /// `ws` only lends its neighbour set and scratch (a [`WorkspaceSize::per_thread`]
+    /// workspace is enough). Threads may compute chunks in any order; combining the results
+    /// ([`Results::accumulate`]) and the forces in chunk order reproduces
+    /// [`Model::compute`] bit for bit.
+    ///
+    /// [`WorkspaceSize::per_thread`]: crate::WorkspaceSize::per_thread
+    pub fn compute_chunk(
+        &self,
+        system: &System<'_, T>,
+        cells: &CellList<'_, T>,
+        ws: &mut Workspace<'_, T>,
+        chunk: usize,
+        out: &mut ChunkOutputs<'_, '_, T>,
+        probe: &mut impl Probe,
+    ) -> Result<Results, ComputeError> {
+        let n = system.positions.len();
+        let mismatch = |what, expected, got| ComputeError::LengthMismatch {
+            what,
+            expected,
+            got,
+        };
+        if cells.atoms() != n {
+            return Err(mismatch("cell list atoms", n, cells.atoms()));
+        }
+        if system.species.len() != n {
+            return Err(mismatch("species", n, system.species.len()));
+        }
+        let atoms = chunk_range(chunk, n);
+        if atoms.is_empty() {
+            return Err(mismatch("chunk", chunk_count(n), chunk));
+        }
+        let species = system.species.get(atoms.clone()).unwrap_or(&[]);
+        for (atom, &s) in atoms.clone().zip(species) {
+            if usize::from(s) >= self.dims.n_species {
+                return Err(ComputeError::UnknownSpecies { atom, species: s });
+            }
+        }
+        if let Some(e) = out.energies.as_deref() {
+            if e.len() != atoms.len() {
+                return Err(mismatch("chunk energies", atoms.len(), e.len()));
+            }
+        }
+        if let Some(f) = out.forces.as_deref_mut() {
+            let need = ws.neighbors.capacity();
+            if f.neighbors() < need {
+                return Err(ComputeError::BufferTooSmall {
+                    what: "chunk force neighbour slots",
+                    needed: need,
+                    got: f.neighbors(),
+                });
+            }
+            f.reset(atoms.start);
+        }
+        if let Some(e) = out.energies.as_deref_mut() {
+            e.iter_mut().for_each(|x| *x = 0.0);
+        }
+        let first = atoms.start;
+        let res = self.run_atoms(
+            system,
+            cells,
+            &mut ws.neighbors,
+            &mut ws.scratch,
+            atoms,
+            out.energies.as_deref_mut().map(|e| (e, first)),
+            out.forces.as_deref_mut(),
+            probe,
+        )?;
+        probe.enter(Stage::Done);
+        Ok(res)
+    }
+
+    /// The per-atom loop: neighbours, energy, and (with a force sink) gradients, forces and
+    /// virial of the atoms in `atoms`, accumulated in atom order. `energies` is a per-atom
+    /// slice and the index of the atom its first entry belongs to.
+    #[allow(clippy::too_many_arguments)]
+    fn run_atoms(
+        &self,
+        system: &System<'_, T>,
+        list: &CellList<'_, T>,
+        neighbors: &mut NeighborSet<'_, T>,
+        scratch: &mut AtomScratch<'_, T>,
+        atoms: core::ops::Range<usize>,
+        mut energies: Option<(&mut [f64], usize)>,
+        mut forces: Option<&mut impl ForceSink<T>>,
+        probe: &mut impl Probe,
+    ) -> Result<Results, ComputeError> {
+        let want_grad = forces.is_some();
+        let mut res = Results::default();
+        let species = system.species.get(atoms.clone()).unwrap_or(&[]);
+        for (i, &si) in atoms.zip(species) {
+            probe.enter(Stage::Neighbors);
+            list.neighbors_of(i, neighbors)?;
+            let e = self.evaluate(usize::from(si), neighbors, scratch, want_grad, probe)?;
+            res.energy += e;
+            if let Some((es, first)) = energies.as_mut() {
+                if let Some(x) = es.get_mut(i.wrapping_sub(*first)) {
+                    *x = e;
+                }
+            }
+            if let Some(sink) = forces.as_deref_mut() {
+                sink.atom(i, neighbors)?;
+                virial(neighbors, &mut res.virial);
+            }
+        }
+        Ok(res)
+    }
+
     /// Bins the system into the workspace's cell list; hands back the per-atom parts.
     #[allow(clippy::type_complexity)]
-    fn cell_list<'x, 'w>(
+    fn split_workspace<'x, 'w>(
         &self,
         system: &System<'_, T>,
         ws: &'x mut Workspace<'w, T>,
@@ -633,23 +784,13 @@ impl<'a, T: Real> Model<'a, T> {
         ComputeError,
     > {
         let Workspace {
-            pos,
-            cell_of,
-            order,
-            cell_start,
+            cell_reals,
+            cell_indices,
             neighbors,
             scratch,
             ..
         } = ws;
-        let list = CellList::build(
-            system.positions,
-            system.cell.as_ref(),
-            self.cutoff,
-            pos,
-            cell_of,
-            order,
-            cell_start,
-        )?;
+        let list = self.cell_list(system, cell_reals, cell_indices)?;
         Ok((list, neighbors, scratch))
     }
 
@@ -690,9 +831,9 @@ impl<'a, T: Real> Model<'a, T> {
         mut visit: impl FnMut(&mut AtomView<'_, '_, 'a, T>) -> Result<(), E>,
     ) -> Result<(), E> {
         self.check_system(system, ws)?;
-        let (list, neighbors, scratch) = self.cell_list(system, ws)?;
+        let (list, neighbors, scratch) = self.split_workspace(system, ws)?;
         for (i, &si) in system.species.iter().enumerate() {
-            list.neighbors_of(i, system.species, neighbors)?;
+            list.neighbors_of(i, neighbors)?;
             let mut view = AtomView {
                 model: self,
                 nb: neighbors,
@@ -995,25 +1136,14 @@ fn decode_layer<'a, T: Real>(layers: &[u8], reals: &'a [T], l: usize) -> Option<
     })
 }
 
-/// Applies one atom's neighbour gradients: F_j −= g_j, F_i += g_j, W −= d_j ⊗ g_j. The atom's
-/// virial terms are summed in `T` and added to the f64 total once per atom (on an f32-only FPU,
-/// f64 arithmetic per neighbour is software double precision).
-fn scatter<T: Real>(
-    i: usize,
-    nb: &NeighborSet<'_, T>,
-    forces: &mut [[T; 3]],
-    virial: &mut [[f64; 3]; 3],
-) {
-    let mut fi = [T::ZERO; 3];
+/// One atom's share of the virial: W −= d_j ⊗ g_j over its neighbours, summed in `T` and added
+/// to the f64 total once per atom (on an f32-only FPU, f64 arithmetic per neighbour is software
+/// double precision).
+fn virial<T: Real>(nb: &NeighborSet<'_, T>, virial: &mut [[f64; 3]; 3]) {
     let mut w = [[T::ZERO; 3]; 3];
     for k in 0..nb.len() {
         let g = nb.gradient(k);
         let d = nb.displacement(k);
-        let j = nb.atom_index(k).unwrap_or(0) as usize;
-        if let Some(fj) = forces.get_mut(j) {
-            fj.iter_mut().zip(g).for_each(|(f, x)| *f -= x);
-        }
-        fi.iter_mut().zip(g).for_each(|(f, x)| *f += x);
         for (wa, &da) in w.iter_mut().zip(d.iter()) {
             for (w, &gb) in wa.iter_mut().zip(g.iter()) {
                 *w -= da * gb;
@@ -1024,8 +1154,5 @@ fn scatter<T: Real>(
         for (v, x) in va.iter_mut().zip(wa) {
             *v += x.to_f64();
         }
-    }
-    if let Some(f) = forces.get_mut(i) {
-        f.iter_mut().zip(fi).for_each(|(f, x)| *f += x);
     }
 }

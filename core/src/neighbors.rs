@@ -6,12 +6,20 @@
 //! itself included (0 < r ≤ rc). Cells thinner than the cutoff are searched over as many images as
 //! needed, so a cell smaller than 2·rc (even smaller than rc) is handled exactly.
 //!
-//! Memory (caller-provided, see [`crate::Workspace`]): per atom 3 reals (wrapped positions) and
-//! 2 indices (cell, order), plus one index per cell; per neighbour slot, see [`NeighborSet`].
+//! The [`CellList`] sorts the atoms by (species, bin) with bins about rc/2 wide and stores their
+//! wrapped positions structure-of-arrays in that order. An atom's search visits the bin rows its
+//! cutoff sphere reaches (rows and row ends beyond the cutoff pruned when the cell is
+//! orthogonal), each row of one species a contiguous span scanned branch-free, so neighbours
+//! come out already grouped by species: no per-neighbour sort.
+//!
+//! Memory (caller-provided, see [`crate::Workspace`] and [`CellListSize`]): per atom 3 reals
+//! (wrapped positions) and 2 + S indices (slot maps; bin keys for S species); per neighbour
+//! slot, see [`NeighborSet`].
 
 use crate::cell::{dot, Cell};
 use crate::error::ComputeError;
 use crate::math::Real;
+use crate::workspace::EXTRA_CELLS;
 
 /// Most species a model may have (bounds the per-element ranges of a [`NeighborSet`]).
 pub const MAX_SPECIES: usize = 16;
@@ -225,6 +233,61 @@ impl<'w, T: Real> NeighborSet<'w, T> {
     }
 }
 
+/// The atom whose neighbours are searched: index and wrapped position.
+struct Centre<T> {
+    atom: usize,
+    pos: [T; 3],
+}
+
+/// Bins per axis that [`CellList::list_rows`] tabulates (a search box wider than that only
+/// occurs in cells much thinner than the cutoff).
+const AXIS_BINS: usize = 12;
+
+/// One axis of an atom's search box: bins `lo..lo + len` (unwrapped), each with its bin in
+/// the grid, periodic image, and squared slab gap to the atom.
+struct AxisTable<T> {
+    lo: isize,
+    len: usize,
+    bin: [isize; AXIS_BINS],
+    image: [isize; AXIS_BINS],
+    gap2: [T; AXIS_BINS],
+}
+
+/// One row of bins to scan: a and b fixed (`cell` = first bin of the row), c over `lo..=hi`
+/// (unwrapped), with the a/b part of the periodic image shift.
+struct Row<T> {
+    cell: usize,
+    lo: isize,
+    hi: isize,
+    shift: [T; 3],
+    unshifted: bool,
+}
+
+/// Bin `t` of an axis of `n ≥ 1` bins as (bin in 0..n, periodic image); inside the grid, the
+/// common case, without a division.
+#[inline(always)]
+fn wrap_index(t: isize, n: isize) -> (isize, isize) {
+    if (0..n).contains(&t) {
+        (t, 0)
+    } else {
+        let n = n.max(1);
+        (t.rem_euclid(n), t.div_euclid(n))
+    }
+}
+
+/// ⌊x⌋ as an integer (saturating), without a libm call: this runs per bin row.
+#[inline(always)]
+fn floor_isize<T: Real>(x: T) -> isize {
+    let x = x.to_f64();
+    let t = x as isize;
+    // `as` truncates toward zero (and saturates; NaN gives 0): step down for negatives.
+    if (t as f64) > x {
+        t - 1
+    } else {
+        t
+    }
+}
+
 /// Component `k` of a 3-array (zero out of range; callers pass 0..3).
 #[inline(always)]
 fn at3<T: Real>(v: &[T; 3], k: usize) -> T {
@@ -244,41 +307,110 @@ pub(crate) fn split<X>(s: &mut [X], n: usize) -> (&mut [X], &mut [X]) {
     s.split_at_mut_checked(n).unwrap_or_default()
 }
 
-/// A cell list over caller storage.
-pub(crate) struct CellList<'w, T> {
-    /// Wrapped positions, 3 per atom.
-    pub pos: &'w mut [T],
-    /// Cell of each atom.
-    pub cell_of: &'w mut [u32],
-    /// Atoms sorted by cell.
-    pub order: &'w mut [u32],
-    /// `cell_start[c]..cell_start[c+1]` index `order`.
-    pub cell_start: &'w mut [u32],
+/// Bins per cutoff radius along each axis: bins about rc/2 wide, so the search box of an atom
+/// spans 4–5 bins per axis (≈ 3.4 rc³ of candidates instead of 27 rc³ with rc-wide cells).
+const BINS_PER_CUTOFF: usize = 2;
+
+/// Slack, in bins, on each side of an atom's search range. Fractional coordinates carry a few
+/// ulp of rounding (and an atom wrapped to exactly 1.0 is clamped into the top bin), so a bin
+/// that the exact arithmetic would just reach must not be skipped; 10⁻³ bin is far above that
+/// rounding and costs nothing measurable.
+const RANGE_SLACK: f64 = 1e-3;
+
+/// Slice lengths of a [`CellList`]'s storage for `atoms` atoms of `n_species` species.
+///
+/// Per atom: 3 reals (wrapped positions in bin order) and 2 `u32` (atom of each slot, slot of
+/// each atom); per bin key (species × bin, at most `n_species · atoms + EXTRA_CELLS`): 1 `u32`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CellListSize {
+    /// Atoms the storage holds.
+    pub atoms: usize,
+    /// Length of the real slice.
+    pub reals: usize,
+    /// Length of the `u32` slice.
+    pub indices: usize,
+}
+
+impl CellListSize {
+    /// Sizes for `atoms` atoms of `n_species` species (0 counts as 1).
+    pub const fn new(n_species: usize, atoms: usize) -> Self {
+        let s = if n_species == 0 { 1 } else { n_species };
+        CellListSize {
+            atoms,
+            reals: 3 * atoms,
+            indices: 2 * atoms + s * atoms + EXTRA_CELLS + 1,
+        }
+    }
+}
+
+/// A cell list: atoms binned by (species, bin) with their wrapped positions stored
+/// structure-of-arrays in that order, so that the candidates of one species in a row of
+/// consecutive bins are one contiguous span. Built once per configuration (by
+/// [`crate::Model::cell_list`] or inside [`crate::Model::compute`]); read-only afterwards, so
+/// several threads may search it at once, each with its own [`NeighborSet`].
+///
+/// Bins are about rc/2 wide (fewer when the storage allows fewer bins); each atom searches
+/// only the bins its cutoff sphere's bounding box (in fractional coordinates) reaches, through
+/// as many periodic images as needed — cells thinner than the cutoff included. Neighbours come
+/// out grouped by species; within a species, by bin row and then by atom index: deterministic,
+/// whatever thread asks.
+pub struct CellList<'w, T> {
+    x: &'w mut [T],
+    y: &'w mut [T],
+    z: &'w mut [T],
+    /// Atom of each slot.
+    atom: &'w mut [u32],
+    /// Slot of each atom.
+    slot: &'w mut [u32],
+    /// `start[k]..start[k + 1]` are the slots of key k = species · bins + bin.
+    start: &'w mut [u32],
     /// Grid shape.
-    pub n: [usize; 3],
-    /// Search reach (cells) per axis.
-    pub reach: [usize; 3],
-    /// Lattice (or identity) vectors and periodicity.
-    pub frame: Cell<T>,
-    /// Fractional origin and inverse bin width per axis (fractional units).
+    n: [usize; 3],
+    n_species: usize,
+    frame: Cell<T>,
+    recip: [[T; 3]; 3],
+    /// Fractional origin and bins per fractional unit, per axis.
     origin: [T; 3],
     inv_bin: [T; 3],
-    recip: [[T; 3]; 3],
+    /// Search radius in bins (slack included), per axis.
+    reach: [T; 3],
+    /// Real-space width of a bin per axis (zero on a flat open axis).
+    width: [T; 3],
+    /// Lattice vectors mutually orthogonal: the slab distances along the three axes then add
+    /// in squares, which prunes bin rows outside the cutoff sphere.
+    orthogonal: bool,
     rc2: T,
 }
 
 impl<'w, T: Real> CellList<'w, T> {
-    /// Bins `positions` into at most `cell_start.len() − 1` cells of size ≥ `rc` where possible.
-    #[allow(clippy::too_many_arguments)]
-    pub fn build(
+    /// Bins `positions` (species `species`, each `< n_species`) for cutoff `rc` into `reals`
+    /// and `indices` (lengths from [`CellListSize::new`]; longer is fine: more bins allowed).
+    pub(crate) fn build(
         positions: &[[T; 3]],
+        species: &[u8],
+        n_species: usize,
         cell: Option<&Cell<T>>,
         rc: T,
-        pos: &'w mut [T],
-        cell_of: &'w mut [u32],
-        order: &'w mut [u32],
-        cell_start: &'w mut [u32],
+        reals: &'w mut [T],
+        indices: &'w mut [u32],
     ) -> Result<Self, ComputeError> {
+        let n_atoms = positions.len();
+        if species.len() != n_atoms {
+            return Err(ComputeError::LengthMismatch {
+                what: "species",
+                expected: n_atoms,
+                got: species.len(),
+            });
+        }
+        let n_species = n_species.clamp(1, MAX_SPECIES);
+        let need = CellListSize::new(n_species, n_atoms);
+        let too_small = |what, needed, got| ComputeError::BufferTooSmall { what, needed, got };
+        if reals.len() < need.reals {
+            return Err(too_small("cell list reals", need.reals, reals.len()));
+        }
+        if indices.len() < need.indices {
+            return Err(too_small("cell list indices", need.indices, indices.len()));
+        }
         let z = T::ZERO;
         let frame = match cell {
             Some(c) => *c,
@@ -288,55 +420,65 @@ impl<'w, T: Real> CellList<'w, T> {
             },
         };
         let recip = frame.reciprocal()?;
-        let n_atoms = positions.len();
-        // Fractional coordinates: wrap periodic axes into [0, 1), find the extent of open axes.
+        // Fractional extent: [0, 1) on periodic axes, the atoms' span on open ones.
         let inf = T::from_f64(f64::INFINITY);
         let mut lo = frame.pbc.map(|p| if p { T::ZERO } else { inf });
         let mut hi = frame.pbc.map(|p| if p { T::ONE } else { -inf });
-        for (atom, (p, w)) in positions.iter().zip(pos.chunks_exact_mut(3)).enumerate() {
+        for (atom, (p, &s)) in positions.iter().zip(species).enumerate() {
             if !p.iter().all(|x| x.is_finite()) {
                 return Err(ComputeError::NonFinitePosition { atom });
             }
-            let mut wrapped = *p;
-            let axes = recip.iter().zip(frame.vectors.iter()).zip(frame.pbc);
-            for (((rk, vk), periodic), (l, h)) in axes.zip(lo.iter_mut().zip(hi.iter_mut())) {
-                let s = dot(*rk, *p);
-                if periodic {
-                    let f = s.floor();
-                    wrapped
-                        .iter_mut()
-                        .zip(vk)
-                        .for_each(|(wc, &vc)| *wc -= f * vc);
-                } else {
+            if usize::from(s) >= n_species {
+                return Err(ComputeError::UnknownSpecies { atom, species: s });
+            }
+            let axes = recip.iter().zip(frame.pbc);
+            for ((rk, periodic), (l, h)) in axes.zip(lo.iter_mut().zip(hi.iter_mut())) {
+                if !periodic {
+                    let s = dot(*rk, *p);
                     *l = l.min(s);
                     *h = h.max(s);
                 }
             }
-            w.copy_from_slice(&wrapped);
         }
         if n_atoms == 0 {
             lo = [T::ZERO; 3];
             hi = [T::ZERO; 3];
         }
-        // Real-space extent of each axis: fractional span × plane spacing.
-        let width: [T; 3] = core::array::from_fn(|k| {
-            let (rk, l, h) = (axis_of(&recip, k), at3(&lo, k), at3(&hi, k));
-            (h - l) / dot(rk, rk).sqrt()
+        // Grid: bins at least rc / BINS_PER_CUTOFF wide where the extent allows, coarsened
+        // (largest axis halved) until every (species, bin) key has a `start` entry.
+        let norm: [T; 3] = core::array::from_fn(|k| {
+            let rk = axis_of(&recip, k);
+            dot(rk, rk).sqrt()
         });
-        // Grid: bins at least rc wide where the extent allows.
-        let cap = cell_start.len().saturating_sub(1).max(1);
-        let mut n = width.map(|w| {
-            let cells = (w / rc).floor().to_f64();
-            if cells >= 1.0 {
-                cells.min(1e6) as usize
+        let (reals_pos, _) = split(reals, 3 * n_atoms);
+        let (x, rest) = split(reals_pos, n_atoms);
+        let (y, z_) = split(rest, n_atoms);
+        let (atom, rest) = split(indices, n_atoms);
+        let (slot, start) = split(rest, n_atoms);
+        let max_keys = start.len().saturating_sub(1).max(1);
+        let bins_per = T::from_usize(BINS_PER_CUTOFF);
+        let mut n: [usize; 3] = core::array::from_fn(|k| {
+            // Real-space width of axis k: fractional span × plane spacing.
+            let width = (at3(&hi, k) - at3(&lo, k)) / at3(&norm, k);
+            let bins = (width * bins_per / rc).floor().to_f64();
+            if bins >= 1.0 {
+                (bins.min(max_keys as f64)) as usize
             } else {
                 1
             }
         });
-        while n.iter().product::<usize>() > cap && n != [1, 1, 1] {
-            if let Some(big) = n.iter_mut().max_by_key(|x| **x) {
+        let keys = |n: &[usize; 3]| {
+            n.iter()
+                .fold(n_species, |acc: usize, &v| acc.saturating_mul(v))
+        };
+        while keys(&n) > max_keys && n != [1, 1, 1] {
+            if let Some(big) = n.iter_mut().max_by_key(|v| **v) {
                 *big = big.div_ceil(2).max(1);
             }
+        }
+        let n_keys = keys(&n);
+        if n_keys > max_keys {
+            return Err(too_small("cell list indices", need.indices, n_keys + 1));
         }
         let inv_bin: [T; 3] = core::array::from_fn(|k| {
             let span = at3(&hi, k) - at3(&lo, k);
@@ -347,60 +489,83 @@ impl<'w, T: Real> CellList<'w, T> {
                 T::ZERO
             }
         });
-        let reach: [usize; 3] = core::array::from_fn(|k| {
-            let nk = n.get(k).copied().unwrap_or(1);
-            let periodic = frame.pbc.get(k).copied().unwrap_or(false);
-            let bin_width = at3(&width, k) / T::from_usize(nk);
-            if bin_width > T::ZERO {
-                // ceil(rc / bin width) through the math facade: −floor(−x).
-                let m = (-(-(rc / bin_width)).floor()).to_f64();
-                let m = if m.is_finite() {
-                    m.min(1e6) as usize
-                } else {
-                    1
-                };
-                if periodic {
-                    m.max(1)
-                } else {
-                    m.min(nk - 1)
-                }
+        let slack = T::from_f64(RANGE_SLACK);
+        let reach: [T; 3] = core::array::from_fn(|k| rc * at3(&norm, k) * at3(&inv_bin, k) + slack);
+        let width: [T; 3] = core::array::from_fn(|k| {
+            let per_length = at3(&norm, k) * at3(&inv_bin, k);
+            if per_length > T::ZERO {
+                T::ONE / per_length
             } else {
-                usize::from(periodic)
+                T::ZERO
             }
         });
-        let n_cells = n[0] * n[1] * n[2];
-        if cell_start.len() < n_cells + 1 {
-            return Err(ComputeError::BufferTooSmall {
-                what: "cells",
-                needed: n_cells + 1,
-                got: cell_start.len(),
-            });
-        }
+        // Orthogonal within rounding: |a·b| ≤ 10⁻¹² |a||b| for each pair.
+        let [va, vb, vc] = frame.vectors;
+        let orthogonal = [(va, vb), (vb, vc), (vc, va)].iter().all(|&(u, v)| {
+            let tol = T::from_f64(1e-12) * (dot(u, u) * dot(v, v)).sqrt();
+            dot(u, v).abs() <= tol
+        });
         let mut list = CellList {
-            pos,
-            cell_of,
-            order,
-            cell_start,
+            x,
+            y,
+            z: z_,
+            atom,
+            slot,
+            start,
             n,
-            reach,
+            n_species,
             frame,
+            recip,
             origin: lo,
             inv_bin,
-            recip,
+            reach,
+            width,
+            orthogonal,
             rc2: rc * rc,
         };
-        list.bin(n_atoms);
+        list.bin(positions, species, n_keys);
         Ok(list)
     }
 
-    /// Cell coordinates of a wrapped position.
-    #[inline]
-    fn coords(&self, p: [T; 3]) -> [usize; 3] {
+    /// Atoms in the list.
+    pub fn atoms(&self) -> usize {
+        self.slot.len()
+    }
+
+    /// Grid shape (bins along a, b, c).
+    pub fn grid(&self) -> [usize; 3] {
+        self.n
+    }
+
+    /// `p` with periodic axes wrapped into the cell (fractional coordinate in [0, 1)).
+    #[inline(always)]
+    fn wrap(&self, p: [T; 3]) -> [T; 3] {
+        let mut w = p;
+        let axes = self.recip.iter().zip(self.frame.vectors.iter());
+        for ((rk, vk), periodic) in axes.zip(self.frame.pbc) {
+            if periodic {
+                let f = dot(*rk, p).floor();
+                w.iter_mut().zip(vk).for_each(|(wc, &vc)| *wc -= f * vc);
+            }
+        }
+        w
+    }
+
+    /// Continuous bin coordinates of a wrapped position (bin k holds [k, k + 1)).
+    #[inline(always)]
+    fn bin_coords(&self, p: [T; 3]) -> [T; 3] {
         core::array::from_fn(|k| {
-            let s =
-                (dot(axis_of(&self.recip, k), p) - at3(&self.origin, k)) * at3(&self.inv_bin, k);
-            let f = s.floor().to_f64();
-            let top = self.n.get(k).copied().unwrap_or(1) - 1;
+            (dot(axis_of(&self.recip, k), p) - at3(&self.origin, k)) * at3(&self.inv_bin, k)
+        })
+    }
+
+    /// Bin index of a wrapped position.
+    #[inline(always)]
+    fn bin_of(&self, p: [T; 3]) -> usize {
+        let s = self.bin_coords(p);
+        let [a, b, c]: [usize; 3] = core::array::from_fn(|k| {
+            let f = at3(&s, k).floor().to_f64();
+            let top = self.n.get(k).copied().unwrap_or(1).saturating_sub(1);
             // Rounding can put a wrapped coordinate at exactly 1.0 (or the top of an open axis):
             // clamp into the grid.
             if f > 0.0 {
@@ -408,146 +573,433 @@ impl<'w, T: Real> CellList<'w, T> {
             } else {
                 0
             }
-        })
+        });
+        let [_, nb, nc] = self.n;
+        (a * nb + b) * nc + c
     }
 
-    fn bin(&mut self, n_atoms: usize) {
-        for c in self.cell_start.iter_mut() {
-            *c = 0;
-        }
-        for atom in 0..n_atoms {
-            let p = self.wrapped(atom);
-            let [a, b, c] = self.coords(p);
-            let id = (a * self.n[1] + b) * self.n[2] + c;
-            if let Some(slot) = self.cell_of.get_mut(atom) {
-                *slot = id as u32;
+    /// Counting sort of the atoms by key = species · bins + bin.
+    fn bin(&mut self, positions: &[[T; 3]], species: &[u8], n_keys: usize) {
+        let bins = self.n.iter().product::<usize>();
+        let start = self.start.get_mut(..n_keys + 1).unwrap_or(&mut []);
+        start.iter_mut().for_each(|c| *c = 0);
+        for (atom, (p, &s)) in positions.iter().zip(species).enumerate() {
+            let key = usize::from(s) * bins + self.bin_of(self.wrap(*p));
+            if let Some(k) = self.slot.get_mut(atom) {
+                *k = key as u32;
             }
-            if let Some(cnt) = self.cell_start.get_mut(id + 1) {
+            if let Some(cnt) = self.start.get_mut(key + 1) {
                 *cnt += 1;
             }
         }
-        // Exclusive prefix sum: cell_start[c] = first slot of cell c.
+        // Prefix sum: start[k] = first slot of key k.
         let mut acc = 0u32;
-        for c in self.cell_start.iter_mut() {
+        for c in self.start.iter_mut().take(n_keys + 1) {
             acc += *c;
             *c = acc;
         }
-        // Place atoms in order, advancing each cell's cursor; afterwards cell_start[c] holds the
-        // end of cell c, i.e. the start of c + 1.
-        for atom in 0..n_atoms {
-            let id = self.cell_of.get(atom).copied().unwrap_or(0) as usize;
-            if let Some(cursor) = self.cell_start.get_mut(id) {
-                let p = *cursor as usize;
-                *cursor += 1;
-                if let Some(o) = self.order.get_mut(p) {
-                    *o = atom as u32;
-                }
+        // Place the atoms in index order, advancing each key's cursor; afterwards start[k]
+        // holds the end of key k, i.e. the start of k + 1.
+        for (atom, p) in positions.iter().enumerate() {
+            let w = self.wrap(*p);
+            let Some(key) = self.slot.get(atom).map(|&k| k as usize) else {
+                continue;
+            };
+            let Some(cursor) = self.start.get_mut(key) else {
+                continue;
+            };
+            let at = *cursor as usize;
+            *cursor += 1;
+            if let Some(s) = self.slot.get_mut(atom) {
+                *s = at as u32;
+            }
+            let dst = (
+                self.atom.get_mut(at),
+                self.x.get_mut(at),
+                self.y.get_mut(at),
+                self.z.get_mut(at),
+            );
+            if let (Some(a), Some(x), Some(y), Some(z)) = dst {
+                *a = atom as u32;
+                [*x, *y, *z] = w;
             }
         }
-        // Shift right by one so that cell_start[c] is the start of c again.
+        // Shift right by one so that start[k] is the start of k again.
         let mut prev = 0u32;
-        for c in self.cell_start.iter_mut() {
+        for c in self.start.iter_mut().take(n_keys + 1) {
             core::mem::swap(c, &mut prev);
         }
     }
 
-    #[inline(always)]
-    fn wrapped(&self, atom: usize) -> [T; 3] {
-        let b = 3 * atom;
-        match self.pos.get(b..b + 3) {
-            Some(&[x, y, z]) => [x, y, z],
-            _ => [T::ZERO; 3],
-        }
-    }
-
-    /// Collects the neighbours of `atom` (species from `species`) into `set` and sorts them.
+    /// Collects the neighbours of `atom` into `set`, grouped by species, with distances.
     pub fn neighbors_of(
         &self,
         atom: usize,
-        species: &[u8],
         set: &mut NeighborSet<'_, T>,
     ) -> Result<(), ComputeError> {
         set.clear();
-        let pi = self.wrapped(atom);
-        let [ca, cb, cc] = self.coords(pi);
-        let [na, nb, nc] = self.n;
-        let [ra, rb, rc_] = self.reach;
-        let v = self.frame.vectors;
-        for oa in -(ra as isize)..=(ra as isize) {
-            let Some((a, sa)) = self.axis(0, ca, oa, na) else {
-                continue;
-            };
-            for ob in -(rb as isize)..=(rb as isize) {
-                let Some((b, sb)) = self.axis(1, cb, ob, nb) else {
-                    continue;
-                };
-                for oc in -(rc_ as isize)..=(rc_ as isize) {
-                    let Some((c, sc)) = self.axis(2, cc, oc, nc) else {
-                        continue;
+        let Some(&me) = self.slot.get(atom) else {
+            return Err(ComputeError::LengthMismatch {
+                what: "atom index",
+                expected: self.atoms(),
+                got: atom,
+            });
+        };
+        let me = me as usize;
+        let pos = [
+            self.x.get(me).copied().unwrap_or(T::ZERO),
+            self.y.get(me).copied().unwrap_or(T::ZERO),
+            self.z.get(me).copied().unwrap_or(T::ZERO),
+        ];
+        let s = self.bin_coords(pos);
+        let centre = Centre { atom, pos };
+        let capacity = set.capacity();
+        let NeighborSet {
+            dx,
+            dy,
+            dz,
+            r,
+            index,
+            tmp_d,
+            tmp_index,
+            tmp_species,
+            ..
+        } = set;
+        // The bin spans to visit are the same for every species: list them once, in the
+        // staging lanes (unused by this path). A search box too large for them (cells much
+        // thinner than the cutoff) walks the rows again for each species instead.
+        let listed = self.list_segments(&s, tmp_d, tmp_index, tmp_species);
+        let mut out = Out { dx, dy, dz, index };
+        let bins = self.n.iter().product::<usize>();
+        let mut len = 0usize;
+        let mut start = [0usize; MAX_SPECIES + 1];
+        for (e, first) in start.iter_mut().enumerate().skip(1) {
+            if e <= self.n_species {
+                let key0 = (e - 1) * bins;
+                let mut visit = |bin: usize, count: usize, shift: [T; 3], unshifted: bool| {
+                    let seg = Segment {
+                        key: key0 + bin,
+                        count,
+                        shift,
+                        unshifted,
                     };
-                    let [va, vb, vc] = v;
-                    let shift: [T; 3] = core::array::from_fn(|x| {
-                        sa * at3(&va, x) + sb * at3(&vb, x) + sc * at3(&vc, x)
-                    });
-                    let zero_shift = sa == T::ZERO && sb == T::ZERO && sc == T::ZERO;
-                    let id = (a * nb + b) * nc + c;
-                    let lo = self.cell_start.get(id).copied().unwrap_or(0) as usize;
-                    let hi = self.cell_start.get(id + 1).copied().unwrap_or(0) as usize;
-                    for &j in self.order.get(lo..hi).unwrap_or(&[]) {
-                        let pj = self.wrapped(j as usize);
-                        // Numerical guard: (r_j − r_i) first, then the image shift. When the
-                        // image is a neighbour the two nearly cancel, which is exact (Sterbenz),
-                        // so only one rounding of size ~ulp(cell) remains instead of three.
-                        let d = [
-                            (pj[0] - pi[0]) + shift[0],
-                            (pj[1] - pi[1]) + shift[1],
-                            (pj[2] - pi[2]) + shift[2],
-                        ];
-                        let r2 = d[0] * d[0] + d[1] * d[1] + d[2] * d[2];
-                        if r2 > self.rc2 {
-                            continue;
-                        }
-                        if r2 == T::ZERO {
-                            if j as usize == atom && zero_shift {
-                                continue;
-                            }
-                            return Err(ComputeError::OverlappingAtoms {
-                                i: atom,
-                                j: j as usize,
-                            });
-                        }
-                        let sj = species.get(j as usize).copied().unwrap_or(0);
-                        if !set.push(sj, j, d) {
-                            return Err(ComputeError::NeighborOverflow {
-                                atom,
-                                capacity: set.capacity(),
-                            });
-                        }
+                    self.scan(&seg, &centre, &mut out, &mut len)?;
+                    if len > capacity {
+                        return Err(ComputeError::NeighborOverflow { atom, capacity });
+                    }
+                    Ok(())
+                };
+                if let Some(n) = listed {
+                    let lanes = tmp_d
+                        .chunks_exact(3)
+                        .zip(tmp_index.iter())
+                        .zip(tmp_species.iter());
+                    for ((d, &bin), &meta) in lanes.take(n) {
+                        let shift = match d {
+                            [x, y, z] => [*x, *y, *z],
+                            _ => [T::ZERO; 3],
+                        };
+                        let (count, unshifted) = unpack(meta);
+                        visit(bin as usize, count, shift, unshifted)?;
+                    }
+                } else {
+                    for row in self.rows(&s) {
+                        self.row_segments(&row, &mut visit)?;
                     }
                 }
             }
+            *first = len;
         }
-        set.finish();
+        // Distances, in one pass over the kept neighbours.
+        let lanes = out.dx.iter().zip(out.dy.iter()).zip(out.dz.iter());
+        for (r, ((&x, &y), &z)) in r.iter_mut().zip(lanes).take(len) {
+            *r = (x * x + y * y + z * z).sqrt();
+        }
+        set.len = len;
+        set.start = start;
         Ok(())
     }
 
-    /// Maps cell coordinate `c + off` on axis `k` to (cell, image shift), or `None` outside an
-    /// open axis.
+    /// Axis `k`'s bins to visit for an atom at bin coordinates `s`, with their periodic images
+    /// and squared slab gaps; `None` when there are more than [`AXIS_BINS`].
     #[inline(always)]
-    fn axis(&self, k: usize, c: usize, off: isize, n: usize) -> Option<(usize, T)> {
-        let t = c as isize + off;
-        // n ≥ 1 by construction; `max` lets the optimiser drop the divide-by-zero panic path.
-        let n = (n as isize).max(1);
+    fn axis_table(&self, k: usize, s: &[T; 3]) -> Option<AxisTable<T>> {
+        let (lo, hi) = self.bin_range(k, at3(s, k), at3(&self.reach, k));
+        let len = usize::try_from(hi - lo + 1).unwrap_or(0);
+        if len > AXIS_BINS {
+            return None;
+        }
+        let n = self.n.get(k).copied().unwrap_or(1).max(1) as isize;
+        let mut t = AxisTable {
+            lo,
+            len,
+            bin: [0; AXIS_BINS],
+            image: [0; AXIS_BINS],
+            gap2: [T::ZERO; AXIS_BINS],
+        };
+        let entries = t
+            .bin
+            .iter_mut()
+            .zip(t.image.iter_mut())
+            .zip(t.gap2.iter_mut());
+        for (tk, ((bin, image), gap2)) in (lo..=hi).zip(entries) {
+            (*bin, *image) = wrap_index(tk, n);
+            *gap2 = self.slab_gap2(k, tk, s);
+        }
+        Some(t)
+    }
+
+    /// The spans of [`CellList::rows`] (see [`CellList::row_segments`]) into the lanes
+    /// `shift` (3 per span), `bin` (first bin) and `meta` (bins and the unshifted flag,
+    /// [`pack`]), from per-axis tables (no division, each gap computed once). `None` when a
+    /// table or the lanes are too short.
+    #[inline(always)]
+    fn list_segments(
+        &self,
+        s: &[T; 3],
+        shift: &mut [T],
+        bin: &mut [u32],
+        meta: &mut [u32],
+    ) -> Option<usize> {
+        let (ta, tb, tc) = (
+            self.axis_table(0, s)?,
+            self.axis_table(1, s)?,
+            self.axis_table(2, s)?,
+        );
+        let [_, nb, nc] = self.n.map(|v| v.max(1));
+        let [va, vb, _] = self.frame.vectors;
+        let gc = tc.gap2.get(..tc.len).unwrap_or(&[]);
+        let mut n = 0usize;
+        let mut full = false;
+        let a_rows = ta.bin.iter().zip(&ta.image).zip(&ta.gap2).take(ta.len);
+        for ((&a, &ma), &ga) in a_rows {
+            if ga > self.rc2 {
+                continue;
+            }
+            let fa = T::from_f64(ma as f64);
+            let b_rows = tb.bin.iter().zip(&tb.image).zip(&tb.gap2).take(tb.len);
+            for ((&b, &mb), &gb) in b_rows {
+                let dab2 = ga + gb;
+                if dab2 > self.rc2 {
+                    continue;
+                }
+                // Trim the row's ends to the bins the sphere reaches at this (a, b) gap.
+                let rest = self.rc2 - dab2;
+                let lo = gc.iter().take_while(|&&g| g > rest).count();
+                let hi = gc.len() - gc.iter().rev().take_while(|&&g| g > rest).count();
+                if lo >= hi {
+                    continue;
+                }
+                let fb = T::from_f64(mb as f64);
+                let row = Row {
+                    cell: (a as usize * nb + b as usize) * nc,
+                    lo: tc.lo + lo as isize,
+                    hi: tc.lo + hi as isize - 1,
+                    shift: core::array::from_fn(|x| fa * at3(&va, x) + fb * at3(&vb, x)),
+                    unshifted: ma == 0 && mb == 0,
+                };
+                let _ = self.row_segments(&row, |first, count, sh, unshifted| {
+                    let slots = (
+                        shift.get_mut(3 * n..3 * n + 3),
+                        bin.get_mut(n),
+                        meta.get_mut(n),
+                    );
+                    if let (Some(d), Some(b), Some(m)) = slots {
+                        d.copy_from_slice(&sh);
+                        *b = first as u32;
+                        *m = pack(count, unshifted);
+                        n += 1;
+                    } else {
+                        full = true;
+                    }
+                    Ok::<(), ()>(())
+                });
+            }
+        }
+        (!full).then_some(n)
+    }
+
+    /// The bin rows (fixed a and b bins, a range of c bins) that an atom at bin coordinates
+    /// `s` must visit: its search box, less the rows and row ends that lie beyond the cutoff
+    /// when the axes are orthogonal.
+    fn rows<'s>(&'s self, s: &'s [T; 3]) -> impl Iterator<Item = Row<T>> + 's {
+        let range = |k| self.bin_range(k, at3(s, k), at3(&self.reach, k));
+        let ((la, ha), (lb, hb), (lc, hc)) = (range(0), range(1), range(2));
+        let [na, nb, nc] = self.n.map(|v| v.max(1) as isize);
+        let [va, vb, _] = self.frame.vectors;
+        (la..=ha).flat_map(move |ta| {
+            let (a, ma) = wrap_index(ta, na);
+            let da2 = self.slab_gap2(0, ta, s);
+            (lb..=hb).filter_map(move |tb| {
+                let (b, mb) = wrap_index(tb, nb);
+                let dab2 = da2 + self.slab_gap2(1, tb, s);
+                let rest = self.rc2 - dab2;
+                // Trim the row's ends to the bins the sphere reaches at this (a, b) gap.
+                let (mut lo, mut hi) = (lc, hc);
+                while lo <= hi && self.slab_gap2(2, lo, s) > rest {
+                    lo += 1;
+                }
+                while hi >= lo && self.slab_gap2(2, hi, s) > rest {
+                    hi -= 1;
+                }
+                if dab2 > self.rc2 || lo > hi {
+                    return None;
+                }
+                let (fa, fb) = (T::from_f64(ma as f64), T::from_f64(mb as f64));
+                Some(Row {
+                    cell: ((a * nb + b) * nc) as usize,
+                    lo,
+                    hi,
+                    shift: core::array::from_fn(|x| fa * at3(&va, x) + fb * at3(&vb, x)),
+                    unshifted: ma == 0 && mb == 0,
+                })
+            })
+        })
+    }
+
+    /// Bins (unwrapped on periodic axes, clamped into the grid on open ones) that axis `k`
+    /// must visit for an atom at bin coordinate `s` and a reach of `reach` bins.
+    #[inline(always)]
+    fn bin_range(&self, k: usize, s: T, reach: T) -> (isize, isize) {
+        let lo = floor_isize(s - reach);
+        let hi = floor_isize(s + reach);
         if self.frame.pbc.get(k).copied().unwrap_or(false) {
-            let wrapped = t.rem_euclid(n);
-            let shift = t.div_euclid(n);
-            Some((wrapped as usize, T::from_f64(shift as f64)))
-        } else if (0..n).contains(&t) {
-            Some((t as usize, T::ZERO))
+            (lo, hi)
         } else {
-            None
+            // (max/min rather than clamp: clamp panics on an empty interval, which n ≥ 1 rules
+            // out but the optimiser cannot see.)
+            let top = (self.n.get(k).copied().unwrap_or(1) as isize - 1).max(0);
+            (lo.max(0).min(top), hi.max(0).min(top))
         }
     }
+
+    /// Squared real-space gap along axis `k` between an atom at bin coordinates `s` and bin
+    /// `t` (less the slack), when the axes are orthogonal; zero otherwise (no pruning).
+    #[inline(always)]
+    fn slab_gap2(&self, k: usize, t: isize, s: &[T; 3]) -> T {
+        if !self.orthogonal {
+            return T::ZERO;
+        }
+        let (sk, tk) = (at3(s, k), T::from_f64(t as f64));
+        let gap = (tk - sk).max(sk - (tk + T::ONE)) - T::from_f64(RANGE_SLACK);
+        let d = gap.max(T::ZERO) * at3(&self.width, k);
+        d * d
+    }
+
+    /// Splits a row into spans of consecutive bins, one per periodic image along c, and
+    /// calls `f(first bin, bins, image shift, unshifted)` for each.
+    #[inline(always)]
+    fn row_segments<E>(
+        &self,
+        row: &Row<T>,
+        mut f: impl FnMut(usize, usize, [T; 3], bool) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let nc = self.n.get(2).copied().unwrap_or(1).max(1) as isize;
+        let vc = axis_of(&self.frame.vectors, 2);
+        let mut tc = row.lo;
+        while tc <= row.hi {
+            let (c0, mc) = wrap_index(tc, nc);
+            let t_end = row.hi.min(tc + (nc - 1 - c0));
+            let count = (t_end - tc + 1) as usize;
+            tc = t_end + 1;
+            let fc = T::from_f64(mc as f64);
+            let shift: [T; 3] = core::array::from_fn(|x| at3(&row.shift, x) + fc * at3(&vc, x));
+            f(
+                row.cell + c0 as usize,
+                count,
+                shift,
+                row.unshifted && mc == 0,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Appends the atoms of `seg` within the cutoff of the centre to `out` at `*len`,
+    /// counting past the capacity without writing (the caller reports the overflow). Errors
+    /// on a zero-distance pair other than the central atom in its own image.
+    #[inline(always)]
+    fn scan(
+        &self,
+        seg: &Segment<T>,
+        centre: &Centre<T>,
+        out: &mut Out<'_, T>,
+        len: &mut usize,
+    ) -> Result<(), ComputeError> {
+        let lo = self.start.get(seg.key).copied().unwrap_or(0) as usize;
+        let hi = self.start.get(seg.key + seg.count).copied().unwrap_or(0) as usize;
+        let span = lo..hi.max(lo);
+        let xs = self.x.get(span.clone()).unwrap_or(&[]);
+        let ys = self.y.get(span.clone()).unwrap_or(&[]);
+        let zs = self.z.get(span.clone()).unwrap_or(&[]);
+        let ids = self.atom.get(span).unwrap_or(&[]);
+        let (pi, shift, rc2) = (centre.pos, seg.shift, self.rc2);
+        // The central atom itself is skipped only in its unshifted image.
+        let own = if seg.unshifted {
+            centre.atom as u32
+        } else {
+            u32::MAX
+        };
+        let mut k = *len;
+        for (((&xj, &yj), &zj), &j) in xs.iter().zip(ys).zip(zs).zip(ids) {
+            // Numerical guard: (r_j − r_i) first, then the image shift. When the image is a
+            // neighbour the two nearly cancel, which is exact (Sterbenz), so only one rounding
+            // of size ~ulp(cell) remains instead of three.
+            let dx = (xj - pi[0]) + shift[0];
+            let dy = (yj - pi[1]) + shift[1];
+            let dz = (zj - pi[2]) + shift[2];
+            let r2 = dx * dx + dy * dy + dz * dz;
+            // Zero distance: only the central atom in its own image (a well-predicted branch).
+            if r2 == T::ZERO && j != own {
+                *len = k;
+                return Err(ComputeError::OverlappingAtoms {
+                    i: centre.atom,
+                    j: j as usize,
+                });
+            }
+            // Written unconditionally, kept (k advanced) only within the cutoff and off the
+            // central atom: no unpredictable branch. Past the capacity k keeps counting and
+            // nothing is written.
+            if let (Some(ox), Some(oy), Some(oz), Some(oi)) = (
+                out.dx.get_mut(k),
+                out.dy.get_mut(k),
+                out.dz.get_mut(k),
+                out.index.get_mut(k),
+            ) {
+                (*ox, *oy, *oz, *oi) = (dx, dy, dz, j);
+            }
+            k += usize::from(r2 <= rc2 && r2 > T::ZERO);
+        }
+        *len = k;
+        Ok(())
+    }
+}
+
+/// Bins of a span and its unshifted flag in one `u32` (the top bit is the flag).
+#[inline(always)]
+fn pack(count: usize, unshifted: bool) -> u32 {
+    (count as u32 & 0x7fff_ffff) | (u32::from(unshifted) << 31)
+}
+
+/// Inverse of [`pack`].
+#[inline(always)]
+fn unpack(meta: u32) -> (usize, bool) {
+    ((meta & 0x7fff_ffff) as usize, meta >> 31 == 1)
+}
+
+/// Consecutive bins `key..key + count` (keys of one species) with one image shift.
+struct Segment<T> {
+    key: usize,
+    count: usize,
+    shift: [T; 3],
+    unshifted: bool,
+}
+
+/// The lanes [`CellList::scan`] writes.
+struct Out<'a, T> {
+    dx: &'a mut [T],
+    dy: &'a mut [T],
+    dz: &'a mut [T],
+    index: &'a mut [u32],
 }
 
 /// Read-only view of a finished [`NeighborSet`]'s geometry lanes.
@@ -607,5 +1059,167 @@ impl<T: Real> NeighborSet<'_, T> {
                 dfc: self.dfc,
             },
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small deterministic generator (xorshift) for positions.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> f64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 >> 11) as f64 / (1u64 << 53) as f64
+        }
+    }
+
+    /// All (j, image) pairs within `rc` of atom i by brute force over images, as sorted
+    /// (species, j, rounded displacement) keys.
+    fn brute(
+        pos: &[[f64; 3]],
+        species: &[u8],
+        cell: Option<&Cell<f64>>,
+        rc: f64,
+        i: usize,
+    ) -> Vec<(u8, u32, [i64; 3])> {
+        let (v, pbc) = cell.map_or(([[0.0; 3]; 3], [false; 3]), |c| (c.vectors, c.pbc));
+        let m = |k: usize| if pbc[k] { 12i64 } else { 0 };
+        let mut out = Vec::new();
+        for (j, pj) in pos.iter().enumerate() {
+            for a in -m(0)..=m(0) {
+                for b in -m(1)..=m(1) {
+                    for c in -m(2)..=m(2) {
+                        let d: [f64; 3] = core::array::from_fn(|x| {
+                            pj[x] - pos[i][x]
+                                + a as f64 * v[0][x]
+                                + b as f64 * v[1][x]
+                                + c as f64 * v[2][x]
+                        });
+                        let r2 = dot(d, d);
+                        if r2 > 0.0 && r2 <= rc * rc {
+                            out.push((species[j], j as u32, d.map(|x| (x * 1e6).round() as i64)));
+                        }
+                    }
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// The cell list finds exactly the brute-force neighbours, grouped by species, with the
+    /// right distances, for every atom — whichever path (tables or the per-species fallback
+    /// for cells much thinner than the cutoff) the search takes.
+    fn check(pos: &[[f64; 3]], species: &[u8], cell: Option<Cell<f64>>, rc: f64) {
+        let n = pos.len();
+        let size = CellListSize::new(3, n);
+        let (mut r, mut idx) = (vec![0.0; size.reals], vec![0u32; size.indices]);
+        let list = CellList::build(pos, species, 3, cell.as_ref(), rc, &mut r, &mut idx).unwrap();
+        let cap = 4096;
+        let (mut nr, mut ni) = (vec![0.0; 12 * cap], vec![0u32; 3 * cap]);
+        let mut set = NeighborSet::new(cap, &mut nr, &mut ni).unwrap();
+        for i in 0..n {
+            list.neighbors_of(i, &mut set).unwrap();
+            let mut got = Vec::new();
+            for e in 0..MAX_SPECIES {
+                for k in set.species_range(e) {
+                    let d = set.displacement(k);
+                    let j = set.atom_index(k).unwrap();
+                    assert_eq!(species[j as usize] as usize, e, "atom {i}: species block");
+                    assert!((set.distance(k) - dot(d, d).sqrt()).abs() < 1e-12);
+                    got.push((e as u8, j, d.map(|x| (x * 1e6).round() as i64)));
+                }
+            }
+            assert_eq!(set.len(), got.len());
+            got.sort();
+            assert_eq!(got, brute(pos, species, cell.as_ref(), rc, i), "atom {i}");
+        }
+    }
+
+    fn random(n: usize, box_: [f64; 3], seed: u64) -> (Vec<[f64; 3]>, Vec<u8>) {
+        let mut g = Rng(seed);
+        let pos = (0..n)
+            .map(|_| box_.map(|l| (g.next() * 1.4 - 0.2) * l))
+            .collect();
+        let species = (0..n).map(|_| (g.next() * 3.0) as u8 % 3).collect();
+        (pos, species)
+    }
+
+    #[test]
+    fn cell_list_matches_brute_force() {
+        let (pos, sp) = random(60, [9.0, 8.0, 10.0], 7);
+        // Open boundaries.
+        check(&pos, &sp, None, 3.1);
+        // Periodic orthorhombic, cell larger and smaller than 2·rc.
+        check(&pos, &sp, Some(Cell::orthorhombic(9.0, 8.0, 10.0)), 3.1);
+        check(&pos, &sp, Some(Cell::orthorhombic(9.0, 8.0, 10.0)), 5.5);
+        // Mixed boundaries.
+        let mut mixed = Cell::orthorhombic(9.0, 8.0, 10.0);
+        mixed.pbc = [true, false, true];
+        check(&pos, &sp, Some(mixed), 4.0);
+        // Triclinic (no row pruning), with a cell thinner than the cutoff.
+        let tri = Cell::periodic([[9.0, 0.0, 0.0], [2.5, 8.0, 0.0], [-1.5, 1.0, 10.0]]);
+        check(&pos, &sp, Some(tri), 3.1);
+        check(&pos, &sp, Some(tri), 7.0);
+        // A tiny cell: the search box spans more bins than the tables hold.
+        let (pos, sp) = random(3, [1.1, 1.0, 1.2], 11);
+        check(&pos, &sp, Some(Cell::orthorhombic(1.1, 1.0, 1.2)), 6.5);
+    }
+
+    #[test]
+    fn tiny_cell_takes_the_fallback_path() {
+        // The tiny cell of `cell_list_matches_brute_force` searches more bins per axis than
+        // the tables hold, so that test covers the per-species fallback; a normal cell does not.
+        let spans = |pos: &[[f64; 3]], sp: &[u8], cell: Cell<f64>, rc: f64| {
+            let size = CellListSize::new(3, pos.len());
+            let (mut r, mut idx) = (vec![0.0; size.reals], vec![0u32; size.indices]);
+            let list = CellList::build(pos, sp, 3, Some(&cell), rc, &mut r, &mut idx).unwrap();
+            let s = list.bin_coords(list.wrap(pos[0]));
+            let (mut d, mut b, mut m) = (vec![0.0; 3 * 256], vec![0u32; 256], vec![0u32; 256]);
+            list.list_segments(&s, &mut d, &mut b, &mut m)
+        };
+        let (pos, sp) = random(3, [1.1, 1.0, 1.2], 11);
+        assert_eq!(
+            spans(&pos, &sp, Cell::orthorhombic(1.1, 1.0, 1.2), 6.5),
+            None
+        );
+        let (pos, sp) = random(60, [9.0, 8.0, 10.0], 7);
+        assert!(spans(&pos, &sp, Cell::orthorhombic(9.0, 8.0, 10.0), 3.1).is_some());
+    }
+
+    #[test]
+    fn overflow_and_overlap_are_reported() {
+        let (pos, sp) = random(40, [6.0, 6.0, 6.0], 3);
+        let size = CellListSize::new(3, pos.len());
+        let (mut r, mut idx) = (vec![0.0; size.reals], vec![0u32; size.indices]);
+        let cell = Cell::orthorhombic(6.0, 6.0, 6.0);
+        let list = CellList::build(&pos, &sp, 3, Some(&cell), 4.0, &mut r, &mut idx).unwrap();
+        let (mut nr, mut ni) = (vec![0.0; 12 * 8], vec![0u32; 3 * 8]);
+        let mut set = NeighborSet::new(8, &mut nr, &mut ni).unwrap();
+        assert_eq!(
+            list.neighbors_of(5, &mut set),
+            Err(ComputeError::NeighborOverflow {
+                atom: 5,
+                capacity: 8
+            })
+        );
+        let mut pos = pos;
+        pos[9] = pos[4];
+        let list = CellList::build(&pos, &sp, 3, Some(&cell), 4.0, &mut r, &mut idx).unwrap();
+        let (mut nr, mut ni) = (vec![0.0; 12 * 512], vec![0u32; 3 * 512]);
+        let mut set = NeighborSet::new(512, &mut nr, &mut ni).unwrap();
+        assert_eq!(
+            list.neighbors_of(4, &mut set),
+            Err(ComputeError::OverlappingAtoms { i: 4, j: 9 })
+        );
+        // Too little storage is named, not truncated.
+        assert!(matches!(
+            CellList::build(&pos, &sp, 3, Some(&cell), 4.0, &mut r[..5], &mut idx),
+            Err(ComputeError::BufferTooSmall { .. })
+        ));
     }
 }

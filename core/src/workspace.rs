@@ -2,27 +2,35 @@
 //! slice of reals and one of `u32` indices, sized by [`WorkspaceSize::new`], and the workspace
 //! carves them up.
 //!
-//! Bytes needed (R = size of a real: 8 for f64, 4 for f32; N atoms, M neighbour slots per atom,
-//! F = most features of a species, W = most neurons of a layer, S = most neurons of a network):
+//! Bytes needed (R = size of a real: 8 for f64, 4 for f32; N atoms, S species, M neighbour slots
+//! per atom, F = most features of a species, W = most neurons of a layer, S' = most neurons of a
+//! network):
 //!
 //! | what | reals | `u32` |
 //! |---|---|---|
-//! | per atom (wrapped positions; cell and order) | 3 | 2 |
-//! | per cell (at most N + 27 cells) | — | 1 |
+//! | per atom: cell list (wrapped positions in bin order; atom of each slot, slot of each atom) | 3 | 2 |
+//! | per atom: bin keys (species × bin, at most S·N + 27 keys) | — | S |
 //! | per neighbour slot (geometry, gradient, cutoff cache, staging) | 12 | 3 |
-//! | per model (features, scaled, dE/dG, three group lanes; activations and derivatives; two back-prop rows) | 6F + 2S + 2W | — |
+//! | per model (features, scaled, dE/dG, three group lanes; activations and derivatives; two back-prop rows) | 6F + 2S' + 2W | — |
 //!
-//! So f64 needs 24 + 8 + 4 = 36 bytes per atom and 12·8 + 12 = 108 bytes per neighbour slot;
-//! f32 needs 24 and 60. The full descriptor Jacobian dG/dr is never stored by
+//! So for S = 2 species f64 needs 24 + 8 + 8 = 40 bytes per atom and 12·8 + 12 = 108 bytes per
+//! neighbour slot; f32 needs 28 and 60. The full descriptor Jacobian dG/dr is never stored by
 //! [`crate::Model::compute`]. Forces and per-atom energies are the caller's output slices.
+//!
+//! Threads: the cell list can live apart from the per-thread part ([`crate::CellListSize`],
+//! [`crate::Model::cell_list`]); then each thread needs a workspace for 0 atoms
+//! ([`WorkspaceSize::per_thread`]: the neighbour slots and the per-model part) and, for forces,
+//! a [`crate::ChunkForces`] record (per slot 3 reals and 1 `u32` for each of the
+//! [`crate::chunk::CHUNK_ATOMS`] atoms of a chunk).
 
 use crate::descriptor::batched::{pair_cache_reals, slot_reals};
 use crate::error::ComputeError;
 use crate::math::Real;
 use crate::model::{Model, ModelDims};
-use crate::neighbors::{split, NeighborSet, NEIGHBOR_INDICES, NEIGHBOR_REALS};
+use crate::neighbors::{split, CellListSize, NeighborSet, NEIGHBOR_INDICES, NEIGHBOR_REALS};
 
-/// Extra cells allowed beyond one per atom (a small system still gets a 3×3×3 grid).
+/// Extra bin keys allowed beyond one per atom and species (a small system still gets a 3×3×3
+/// grid).
 pub const EXTRA_CELLS: usize = 27;
 
 /// Slice lengths a [`Workspace`] needs.
@@ -55,12 +63,19 @@ impl WorkspaceSize {
     pub const fn minimal(dims: &ModelDims, atoms: usize, neighbors: usize) -> Self {
         let per_model = 6 * dims.max_features + 2 * dims.max_network + 2 * dims.max_width;
         let per_slot = NEIGHBOR_REALS + slot_reals(dims.max_channels);
+        let cells = CellListSize::new(dims.n_species, atoms);
         WorkspaceSize {
             atoms,
             neighbors,
-            reals: 3 * atoms + per_slot * neighbors + per_model,
-            indices: 2 * atoms + (atoms + EXTRA_CELLS + 1) + NEIGHBOR_INDICES * neighbors,
+            reals: cells.reals + per_slot * neighbors + per_model,
+            indices: cells.indices + NEIGHBOR_INDICES * neighbors,
         }
+    }
+
+    /// Sizes of a per-thread workspace (no cell list of its own) for
+    /// [`crate::Model::compute_chunk`]: `new(dims, 0, neighbors)`.
+    pub const fn per_thread(dims: &ModelDims, neighbors: usize) -> Self {
+        Self::new(dims, 0, neighbors)
     }
 
     /// Total bytes for reals of `real_bytes` each plus the indices.
@@ -101,10 +116,9 @@ pub(crate) struct AtomScratch<'w, T> {
 /// Caller memory for [`Model::compute`] and the per-atom calls.
 pub struct Workspace<'w, T> {
     pub(crate) atoms: usize,
-    pub(crate) pos: &'w mut [T],
-    pub(crate) cell_of: &'w mut [u32],
-    pub(crate) order: &'w mut [u32],
-    pub(crate) cell_start: &'w mut [u32],
+    /// Cell-list storage ([`CellListSize`]).
+    pub(crate) cell_reals: &'w mut [T],
+    pub(crate) cell_indices: &'w mut [u32],
     pub(crate) neighbors: NeighborSet<'w, T>,
     pub(crate) scratch: AtomScratch<'w, T>,
 }
@@ -135,7 +149,8 @@ impl<'w, T: Real> Workspace<'w, T> {
                 got: indices.len(),
             });
         }
-        let (pos, rest) = split(reals, 3 * atoms);
+        let cells = CellListSize::new(dims.n_species, atoms);
+        let (cell_reals, rest) = split(reals, cells.reals);
         let (nreals, rest) = split(rest, NEIGHBOR_REALS * neighbors);
         let f = dims.max_features;
         let (g, rest) = split(rest, f);
@@ -149,16 +164,12 @@ impl<'w, T: Real> Workspace<'w, T> {
         let (b1, rest) = split(rest, dims.max_width);
         let (b2, rest) = split(rest, dims.max_width);
         let (slots, pairs) = split(rest, slot_reals(dims.max_channels) * neighbors);
-        let (cell_of, rest) = split(indices, atoms);
-        let (order, rest) = split(rest, atoms);
-        let (cell_start, rest) = split(rest, atoms + EXTRA_CELLS + 1);
+        let (cell_indices, rest) = split(indices, cells.indices);
         let (nidx, _) = split(rest, NEIGHBOR_INDICES * neighbors);
         Ok(Workspace {
             atoms,
-            pos,
-            cell_of,
-            order,
-            cell_start,
+            cell_reals,
+            cell_indices,
             neighbors: NeighborSet::new(neighbors, nreals, nidx)?,
             scratch: AtomScratch {
                 g,

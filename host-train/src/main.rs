@@ -213,10 +213,16 @@ enum Command {
     /// Time energy+forces of one structure: total and per stage, median of --repeat runs.
     ///
     /// Stages: neighbour search (cell list + per-atom lists), descriptors, network (forward and
-    /// dE/dG), forces (descriptor back-propagation and scatter); per-stage figures are CPU time
-    /// summed over threads. Uses the first frame of the input.
+    /// dE/dG), forces (descriptor back-propagation, force records and their ordered
+    /// reduction); per-stage figures are CPU time summed over threads. Also reports the core
+    /// workspace (shared cell list + per-chunk buffers) and the process's peak resident memory.
+    /// Uses the first frame of the input, optionally replicated (as LAMMPS's `replicate`) to
+    /// time larger systems; benches/scaling.sh runs the size series. Results are bit-identical
+    /// for any --threads.
     ///
     /// Example: mlff bench -m water.mlff -i box.data --length-unit bohr --precision f32 --repeat 5 --json
+    ///
+    /// Example: mlff bench -m water.mlff -i box.data --length-unit bohr --replicate 2,2,3 --threads 2
     Bench {
         /// The blob.
         #[arg(short, long)]
@@ -230,16 +236,39 @@ enum Command {
         /// Compute precision.
         #[arg(long, value_enum, default_value = "f64")]
         precision: Precision,
-        /// Threads (atoms are split into one contiguous range per thread).
+        /// Threads (fixed chunks of atoms shared out among them; same bits for any count).
         #[arg(long, default_value_t = 1)]
         threads: usize,
         /// Timed runs (after one untimed warm-up run).
         #[arg(long, default_value_t = 5)]
         repeat: usize,
+        /// Replicate the (periodic) structure NX×NY×NZ times before timing, e.g. 2,2,3.
+        #[arg(long, value_parser = parse_replicate, default_value = "1,1,1")]
+        replicate: [usize; 3],
         /// Print JSON.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "row")]
         json: bool,
+        /// Print one Markdown table row instead (atoms, precision, threads, µs/atom, the four
+        /// stages, workspace MiB, peak RSS MiB), for benches/scaling.sh.
+        #[arg(long)]
+        row: bool,
+        /// Also write the JSON report to this file.
+        #[arg(long)]
+        json_file: Option<PathBuf>,
     },
+}
+
+/// Parses `NX,NY,NZ` (each at least 1).
+fn parse_replicate(s: &str) -> Result<[usize; 3], String> {
+    let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+    let [a, b, c] = parts[..] else {
+        return Err(format!("expected NX,NY,NZ, got {s:?}"));
+    };
+    let n = |t: &str| match t.parse::<usize>() {
+        Ok(v) if v >= 1 => Ok(v),
+        _ => Err(format!("replication counts are integers ≥ 1, got {t:?}")),
+    };
+    Ok([n(a)?, n(b)?, n(c)?])
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -379,7 +408,10 @@ fn run(cli: Cli) -> Result<()> {
             precision,
             threads,
             repeat,
+            replicate,
             json,
+            row,
+            json_file,
         } => bench(
             &model,
             &input,
@@ -387,7 +419,15 @@ fn run(cli: Cli) -> Result<()> {
             precision,
             threads,
             repeat,
-            json,
+            replicate,
+            if row {
+                BenchOutput::Row
+            } else if json {
+                BenchOutput::Json
+            } else {
+                BenchOutput::Text
+            },
+            json_file.as_deref(),
         ),
     }
 }
@@ -573,6 +613,23 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
+/// Peak resident set size of this process (Linux `VmHWM`), bytes; `None` elsewhere.
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// How `mlff bench` reports.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum BenchOutput {
+    Text,
+    Json,
+    Row,
+}
+
+#[allow(clippy::too_many_arguments)]
 fn bench(
     model: &std::path::Path,
     input: &std::path::Path,
@@ -580,23 +637,38 @@ fn bench(
     precision: Precision,
     threads: usize,
     repeat: usize,
-    json: bool,
+    replicate: [usize; 3],
+    output: BenchOutput,
+    json_file: Option<&std::path::Path>,
 ) -> Result<()> {
     if threads == 0 || repeat == 0 {
         bail!("--threads and --repeat must be at least 1");
     }
     let bytes = std::fs::read(model).with_context(|| format!("cannot read {}", model.display()))?;
     let p = Predictor::new(&bytes).with_context(|| model.display().to_string())?;
-    let frame = mlff_train::predict::read_frames(input, length_unit)?
+    let mut frame = mlff_train::predict::read_frames(input, length_unit)?
         .into_iter()
         .next()
         .with_context(|| format!("{}: no structure", input.display()))?;
+    if replicate != [1, 1, 1] {
+        if frame.pbc != [true; 3] {
+            bail!(
+                "{}: --replicate needs a structure periodic in all three directions",
+                input.display()
+            );
+        }
+        frame.structure = frame
+            .structure
+            .replicate(replicate)
+            .with_context(|| input.display().to_string())?;
+    }
     let atoms = frame.natoms();
     let pool = thread_pool(Some(threads))?;
     // One warm-up run, then the timed ones.
-    let (_, timings) =
+    let timed =
         pool.install(|| p.run_timed(&frame.structure, frame.pbc, precision, threads, repeat + 1))?;
-    let timings = &timings[1..];
+    let timings = &timed.runs[1..];
+    let peak_rss = peak_rss_bytes();
     let per_atom = |s: f64| s * 1e6 / atoms as f64;
     let total = median(timings.iter().map(|t| per_atom(t.seconds)).collect());
     let stage = |k: usize| median(timings.iter().map(|t| per_atom(t.stages[k])).collect());
@@ -604,6 +676,7 @@ fn bench(
     let report = serde_json::json!({
         "model": model.display().to_string(),
         "input": input.display().to_string(),
+        "replicate": replicate,
         "atoms": atoms,
         "precision": format!("{precision:?}").to_lowercase(),
         "threads": threads,
@@ -612,12 +685,38 @@ fn bench(
         "atom_steps_per_second": 1e6 / total,
         "stages": names.iter().enumerate().map(|(k, n)| (n.to_string(), serde_json::json!(stage(k)))).collect::<serde_json::Map<_, _>>(),
         "runs_us_per_atom": timings.iter().map(|t| per_atom(t.seconds)).collect::<Vec<_>>(),
+        "workspace_bytes": timed.workspace_bytes,
+        "workspace_bytes_per_atom": timed.workspace_bytes as f64 / atoms.max(1) as f64,
+        "neighbor_slots": timed.neighbor_slots,
+        "chunks_in_flight": timed.chunks_in_flight,
+        "peak_rss_bytes": peak_rss,
+        "energy_ev": timed.prediction.energy,
     });
-    if json {
+    let mib = |b: f64| b / (1024.0 * 1024.0);
+    if let Some(path) = json_file {
+        write_atomic(path, serde_json::to_string_pretty(&report)?.as_bytes())?;
+    }
+    if output == BenchOutput::Json {
         println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
+    } else if output == BenchOutput::Row {
+        let rss = peak_rss.map_or("–".to_string(), |b| format!("{:.1}", mib(b as f64)));
         println!(
-            "{}: {atoms} atoms, {precision:?}, {threads} thread(s), median of {repeat}",
+            "| {atoms} | {} | {threads} | {total:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {rss} |",
+            format!("{precision:?}").to_lowercase(),
+            stage(0),
+            stage(1),
+            stage(2),
+            stage(3),
+            mib(timed.workspace_bytes as f64),
+        );
+    } else {
+        let reps = if replicate == [1, 1, 1] {
+            String::new()
+        } else {
+            format!(" × {}×{}×{}", replicate[0], replicate[1], replicate[2])
+        };
+        println!(
+            "{}{reps}: {atoms} atoms, {precision:?}, {threads} thread(s), median of {repeat}",
             input.display()
         );
         println!(
@@ -626,6 +725,16 @@ fn bench(
         );
         for (k, n) in names.iter().enumerate() {
             println!("  {n:<13}  {:>10.2} µs/atom (CPU)", stage(k));
+        }
+        println!(
+            "  workspace      {:>10.1} MiB ({:.0} B/atom; {} neighbour slots, {} chunks in flight)",
+            mib(timed.workspace_bytes as f64),
+            timed.workspace_bytes as f64 / atoms.max(1) as f64,
+            timed.neighbor_slots,
+            timed.chunks_in_flight
+        );
+        if let Some(rss) = peak_rss {
+            println!("  peak RSS       {:>10.1} MiB", mib(rss as f64));
         }
     }
     Ok(())

@@ -3,8 +3,9 @@
 use anyhow::{anyhow, Result};
 use std::time::Instant;
 
-use mlff_core::WorkspaceSize;
-use mlff_core::{Cell, ComputeError, Model, Outputs, Probe, Real, Stage, System, Workspace};
+use mlff_core::chunk::{chunk_count, CHUNK_ATOMS};
+use mlff_core::{Cell, ComputeError, Model, Probe, Real, Stage, System, Workspace};
+use mlff_core::{CellListSize, ChunkForces, ChunkForcesSize, ChunkOutputs, WorkspaceSize};
 
 use crate::io::AlignedBlob;
 use crate::structure::Structure;
@@ -79,12 +80,16 @@ impl Predictor {
     }
 
     fn predict_in<T: Real>(&self, s: &Structure, pbc: [bool; 3]) -> Result<Prediction> {
-        Ok(self.run::<T>(s, pbc, 1, 1)?.0)
+        Ok(self.run::<T>(s, pbc, 1, 1)?.prediction)
     }
 
-    /// Computes `s` `repeat` times on `threads` threads (contiguous atom ranges, one per
-    /// thread, reduced in range order: deterministic for a given thread count) and returns the
-    /// prediction with the timing of every run. Set-up (workspaces, outputs) is not timed.
+    /// Computes `s` `repeat` times on `threads` threads and returns the prediction with the
+    /// timing of every run. Set-up (workspaces, outputs) is not timed.
+    ///
+    /// The cell list is built once per run and shared; the atoms are cut into the core's fixed
+    /// chunks ([`mlff_core::chunk`]), computed in waves of [`CHUNKS_PER_THREAD`] chunks per
+    /// thread, and combined in chunk order: the results are bit-identical for every thread
+    /// count, and to [`mlff_core::Model::compute`].
     pub fn run_timed(
         &self,
         s: &Structure,
@@ -92,7 +97,7 @@ impl Predictor {
         precision: Precision,
         threads: usize,
         repeat: usize,
-    ) -> Result<(Prediction, Vec<RunTiming>)> {
+    ) -> Result<Timed> {
         match precision {
             Precision::F64 => self.run::<f64>(s, pbc, threads, repeat),
             Precision::F32 => self.run::<f32>(s, pbc, threads, repeat),
@@ -105,7 +110,7 @@ impl Predictor {
         pbc: [bool; 3],
         threads: usize,
         repeat: usize,
-    ) -> Result<(Prediction, Vec<RunTiming>)> {
+    ) -> Result<Timed> {
         use rayon::prelude::*;
         let bytes = self.blob.bytes();
         let mut storage: Vec<T> = Vec::new();
@@ -140,106 +145,141 @@ impl Predictor {
             species: &species,
             cell,
         };
-        let threads = threads.clamp(1, n.max(1));
-        let ranges: Vec<std::ops::Range<usize>> = (0..threads)
-            .map(|t| n * t / threads..n * (t + 1) / threads)
-            .collect();
+        let chunks = chunk_count(n);
+        let threads = threads.max(1);
+        let wave = (CHUNKS_PER_THREAD * threads).clamp(1, chunks.max(1));
+        let cells_size = CellListSize::new(model.n_species(), n);
+        let mut cell_reals = vec![T::ZERO; cells_size.reals];
+        let mut cell_idx = vec![0u32; cells_size.indices];
         let mut cap = crate::random::neighbor_capacity(s, model.cutoff().to_f64()).max(16);
         'grow: loop {
-            let size = WorkspaceSize::new(&model.dims(), n, cap);
-            let mut buffers: Vec<Buffers<T>> = ranges
-                .iter()
-                .map(|_| Buffers {
-                    reals: vec![T::ZERO; size.reals],
-                    idx: vec![0u32; size.indices],
-                    forces: vec![[T::ZERO; 3]; n],
-                    energies: vec![0.0f64; n],
+            let ws_size = WorkspaceSize::per_thread(&model.dims(), cap);
+            let rec_size = ChunkForcesSize::new(cap);
+            let mut slots: Vec<Slot<T>> = (0..wave)
+                .map(|_| Slot {
+                    reals: vec![T::ZERO; ws_size.reals],
+                    idx: vec![0u32; ws_size.indices],
+                    rec_reals: vec![T::ZERO; rec_size.reals],
+                    rec_idx: vec![0u32; rec_size.indices],
                 })
                 .collect();
+            let workspace_bytes = cells_size.reals * T::BYTES
+                + 4 * cells_size.indices
+                + wave * (ws_size.bytes(T::BYTES) + rec_size.bytes(T::BYTES));
+            let mut forces = vec![[T::ZERO; 3]; n];
+            let mut energies = vec![0.0f64; n];
             let mut timings = Vec::with_capacity(repeat);
-            let mut results = Vec::new();
+            let mut total = mlff_core::Results::default();
             for _ in 0..repeat.max(1) {
                 let start = Instant::now();
-                results = buffers
-                    .par_iter_mut()
-                    .zip(ranges.par_iter())
-                    .map(|(b, range)| {
-                        let mut ws = Workspace::new(&model, n, cap, &mut b.reals, &mut b.idx)?;
-                        let mut out = Outputs {
-                            forces: Some(&mut b.forces),
-                            energies: Some(&mut b.energies),
-                        };
-                        let mut timer = StageTimer::default();
-                        let r = model.compute_with(
-                            &system,
-                            &mut ws,
-                            &mut out,
-                            range.clone(),
-                            &mut timer,
-                        )?;
-                        Ok((r, timer.seconds))
-                    })
-                    .collect::<Vec<Result<_, ComputeError>>>();
-                let wall = start.elapsed().as_secs_f64();
                 let mut stages = [0.0; 4];
-                for r in &results {
-                    match r {
-                        Ok((_, st)) => stages.iter_mut().zip(st).for_each(|(a, b)| *a += b),
-                        // The density estimate was too low for this structure: grow and retry.
-                        Err(ComputeError::NeighborOverflow { .. }) if cap < 1 << 20 => {
-                            cap *= 2;
-                            continue 'grow;
+                let cells = model.cell_list(&system, &mut cell_reals, &mut cell_idx);
+                let cells = cells.map_err(|e| anyhow!("{e}"))?;
+                stages[0] += start.elapsed().as_secs_f64();
+                forces.iter_mut().for_each(|f| *f = [T::ZERO; 3]);
+                let mut energy_chunks: Vec<&mut [f64]> = energies.chunks_mut(CHUNK_ATOMS).collect();
+                total = mlff_core::Results::default();
+                for first in (0..chunks).step_by(wave) {
+                    let ids = first..(first + wave).min(chunks);
+                    let energy_wave = energy_chunks.get_mut(ids.clone()).unwrap_or(&mut []);
+                    let done: Vec<Result<_, ComputeError>> = slots
+                        .par_iter_mut()
+                        .zip(energy_wave.par_iter_mut())
+                        .zip(ids.into_par_iter())
+                        .map(|((slot, e), chunk)| {
+                            let Slot {
+                                reals,
+                                idx,
+                                rec_reals,
+                                rec_idx,
+                            } = slot;
+                            let mut ws = Workspace::new(&model, 0, cap, reals, idx)?;
+                            let mut rec = ChunkForces::new(cap, rec_reals, rec_idx)?;
+                            let mut timer = StageTimer::default();
+                            let mut out = ChunkOutputs {
+                                energies: Some(&mut **e),
+                                forces: Some(&mut rec),
+                            };
+                            let r = model.compute_chunk(
+                                &system, &cells, &mut ws, chunk, &mut out, &mut timer,
+                            )?;
+                            Ok((r, timer.seconds, rec))
+                        })
+                        .collect();
+                    // In chunk order, on this thread: the reduction does not depend on the
+                    // thread count.
+                    let applied = Instant::now();
+                    for r in done {
+                        match r {
+                            Ok((r, st, rec)) => {
+                                stages.iter_mut().zip(st).for_each(|(a, b)| *a += b);
+                                total.accumulate(&r);
+                                rec.apply(&mut forces).map_err(|e| anyhow!("{e}"))?;
+                            }
+                            // The density estimate was too low for this structure: grow and retry.
+                            Err(ComputeError::NeighborOverflow { .. }) if cap < 1 << 20 => {
+                                cap *= 2;
+                                continue 'grow;
+                            }
+                            Err(e) => return Err(anyhow!("{e}")),
                         }
-                        Err(e) => return Err(anyhow!("{e}")),
                     }
+                    stages[3] += applied.elapsed().as_secs_f64();
                 }
                 timings.push(RunTiming {
-                    seconds: wall,
+                    seconds: start.elapsed().as_secs_f64(),
                     stages,
                 });
             }
-            // Reduce in range order (deterministic for a given thread count).
-            let mut energy = 0.0;
-            let mut virial = [[0.0; 3]; 3];
-            for (r, _) in results.into_iter().flatten() {
-                energy += r.energy;
-                for (v, w) in virial.iter_mut().flatten().zip(r.virial.iter().flatten()) {
-                    *v += w;
-                }
-            }
-            let mut forces = vec![[0.0f64; 3]; n];
-            let mut energies = vec![0.0f64; n];
-            for b in &buffers {
-                for (f, g) in forces.iter_mut().zip(&b.forces) {
-                    f.iter_mut().zip(g).for_each(|(x, y)| *x += y.to_f64());
-                }
-                energies
-                    .iter_mut()
-                    .zip(&b.energies)
-                    .for_each(|(x, y)| *x += y);
-            }
-            let stress = s.lattice.filter(|_| pbc == [true; 3]).map(|l| {
-                let r = mlff_core::Results { energy, virial };
-                r.stress(Cell::periodic(l).volume().abs())
-            });
-            let p = Prediction {
-                energy,
+            let stress = s
+                .lattice
+                .filter(|_| pbc == [true; 3])
+                .map(|l| total.stress(Cell::periodic(l).volume().abs()));
+            let prediction = Prediction {
+                energy: total.energy,
                 energies,
-                forces,
-                virial,
+                forces: forces.iter().map(|f| f.map(|x| x.to_f64())).collect(),
+                virial: total.virial,
                 stress,
             };
-            return Ok((p, timings));
+            return Ok(Timed {
+                prediction,
+                runs: timings,
+                workspace_bytes,
+                neighbor_slots: cap,
+                chunks_in_flight: wave,
+            });
         }
     }
 }
 
-/// Per-thread memory of [`Predictor::run_timed`].
-struct Buffers<T> {
+/// Chunks per thread computed between two ordered reductions of [`Predictor::run_timed`]: more
+/// means fewer synchronisations and more record memory.
+pub const CHUNKS_PER_THREAD: usize = 8;
+
+/// Per-chunk memory of [`Predictor::run_timed`] (one per chunk of a wave): a per-thread
+/// workspace and a chunk force record.
+struct Slot<T> {
     reals: Vec<T>,
     idx: Vec<u32>,
-    forces: Vec<[T; 3]>,
-    energies: Vec<f64>,
+    rec_reals: Vec<T>,
+    rec_idx: Vec<u32>,
+}
+
+/// The outcome of [`Predictor::run_timed`].
+#[derive(Clone, Debug)]
+pub struct Timed {
+    /// The prediction (of the last run; every run gives the same bits).
+    pub prediction: Prediction,
+    /// Timing of every run.
+    pub runs: Vec<RunTiming>,
+    /// Bytes of core workspace: the shared cell list, and per chunk in flight a per-thread
+    /// workspace and a force record.
+    pub workspace_bytes: usize,
+    /// Neighbour slots per atom that the workspaces were sized for.
+    pub neighbor_slots: usize,
+    /// Chunks computed per wave.
+    pub chunks_in_flight: usize,
 }
 
 /// Wall time of one run and the CPU seconds of its stages summed over threads (neighbour

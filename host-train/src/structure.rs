@@ -44,6 +44,45 @@ impl Structure {
     }
 }
 
+impl Structure {
+    /// The `reps[0] × reps[1] × reps[2]` supercell of a periodic structure (LAMMPS's
+    /// `replicate`): lattice vectors scaled, atoms copied image by image (a outermost, c
+    /// innermost, the original order within each image). Reference energy and forces are
+    /// replicated too (the energy multiplied by the number of images).
+    pub fn replicate(&self, reps: [usize; 3]) -> Result<Structure> {
+        let Some(l) = self.lattice else {
+            bail!("cannot replicate a structure without a lattice");
+        };
+        if reps.contains(&0) {
+            bail!("replication counts must be at least 1, got {reps:?}");
+        }
+        let images = reps[0] * reps[1] * reps[2];
+        let mut out = Structure {
+            comment: self.comment.clone(),
+            lattice: Some(core::array::from_fn(|k| l[k].map(|x| x * reps[k] as f64))),
+            energy: self.energy.map(|e| e * images as f64),
+            ..Structure::default()
+        };
+        for a in 0..reps[0] {
+            for b in 0..reps[1] {
+                for c in 0..reps[2] {
+                    let t: [f64; 3] = core::array::from_fn(|x| {
+                        a as f64 * l[0][x] + b as f64 * l[1][x] + c as f64 * l[2][x]
+                    });
+                    out.symbols.extend(self.symbols.iter().cloned());
+                    out.positions.extend(
+                        self.positions
+                            .iter()
+                            .map(|p| [0, 1, 2].map(|x| p[x] + t[x])),
+                    );
+                    out.forces.extend(self.forces.iter().copied());
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// Parses a finite number for field `field` at `file:line` (missing, non-numeric and NaN/∞
 /// values are errors naming the field).
 pub(crate) fn num(tok: Option<&str>, file: &str, line: usize, field: &str) -> Result<f64> {

@@ -3,7 +3,7 @@
 #![no_main]
 
 use core::panic::PanicInfo;
-use mlff_core::{Cell, Model, Outputs, System, Workspace};
+use mlff_core::{Cell, ChunkForces, ChunkOutputs, Model, Outputs, Results, System, Workspace};
 
 extern "C" {
     /// Deliberately undefined: a reachable panic makes the link fail naming this symbol.
@@ -63,7 +63,37 @@ fn run<T: mlff_core::Real>(blob: &[u8], storage: &mut [T], reals: &mut [T], idx:
         let _ = set.push(opaque(0), opaque(3), [T::ONE; 3]);
         set.finish();
     }
-    out
+    out + chunked(&model, positions, species, cell, reals, idx)
+}
+
+/// The shared cell list and one chunk with a force record (the threaded entry points).
+fn chunked<T: mlff_core::Real>(
+    model: &Model<'_, T>,
+    positions: &[[T; 3]],
+    species: &[u8],
+    cell: Option<Cell<T>>,
+    reals: &mut [T],
+    idx: &mut [u32],
+) -> f64 {
+    let sys = System { positions, species, cell };
+    let Some((cr, reals)) = reals.split_at_mut_checked(opaque(64)) else { return -1.0 };
+    let Some((ci, idx)) = idx.split_at_mut_checked(opaque(256)) else { return -1.0 };
+    let Some((wr, rr)) = reals.split_at_mut_checked(opaque(1024)) else { return -1.0 };
+    let Some((wi, ri)) = idx.split_at_mut_checked(opaque(256)) else { return -1.0 };
+    let nb: usize = opaque(4);
+    let Ok(cells) = model.cell_list(&sys, cr, ci) else { return -2.0 };
+    let Ok(mut ws) = Workspace::new(model, 0, nb, wr, wi) else { return -3.0 };
+    let Ok(mut rec) = ChunkForces::new(nb, rr, ri) else { return -4.0 };
+    let mut energies = [0.0f64; 8];
+    let mut out = ChunkOutputs { energies: Some(&mut energies), forces: Some(&mut rec) };
+    let r = model.compute_chunk(&sys, &cells, &mut ws, opaque(0), &mut out, &mut ());
+    let mut forces = [[T::ZERO; 3]; 8];
+    let _ = rec.apply(&mut forces);
+    let mut total = Results::default();
+    if let Ok(r) = r {
+        total.accumulate(&r);
+    }
+    total.energy
 }
 
 #[no_mangle]
