@@ -421,6 +421,10 @@ impl<'a, T: Real> Model<'a, T> {
             }
             if !kind.is_polynomial() {
                 let plan = descriptor::batched::Plan::new(&g);
+                // Without the fallback, `compute` has only the batched kernels for these kinds.
+                if plan.is_none() && !cfg!(feature = "reference-fallback") {
+                    return Err(invalid("group beyond the batched kernels", gi));
+                }
                 channels = plan.map_or(channels, |p| channels.max(p.channels()));
             }
         }

@@ -28,6 +28,7 @@ const DIMS: ModelDims = ModelDims {
     max_features: 24,
     max_width: 24,
     max_network: 11,
+    max_channels: 1,
 };
 /// Neighbour slots per atom (ethanol: at most 8 others).
 const MAX_NEIGHBORS: usize = 12;

@@ -73,7 +73,25 @@ pub const fn pair_cache_reals(neighbors: usize, max_channels: usize) -> usize {
         return 0;
     }
     let pairs = neighbors * neighbors.saturating_sub(1) / 2 + 2 * neighbors * (LANES - 1);
-    pairs * (1 + 2 * instantiated(max_channels))
+    let nc = if LANES == 1 {
+        max_channels
+    } else {
+        instantiated(max_channels)
+    };
+    pairs * (1 + 2 * nc)
+}
+
+/// Channels a kernel instantiated for `NC` works on: `NC` on hosts (a constant, so the channel
+/// loops unroll), the plan's own count on microcontrollers, whose single `MAX_CHANNELS`
+/// instantiation would otherwise do the work of every padding channel (an r_jk exponential per
+/// pair each) and store it in the pair cache.
+#[inline(always)]
+fn live<T, const NC: usize>(plan: &Plan<T>) -> usize {
+    if LANES == 1 {
+        plan.channels.min(NC)
+    } else {
+        NC
+    }
 }
 
 /// `[T; W]` from a per-lane expression (`T` and `W` are the parameters of the calling kernel).
@@ -105,12 +123,15 @@ macro_rules! rows {
 pub(crate) struct Plan<T> {
     n: usize,
     channels: usize,
-    /// Channel of each function (angular kinds).
-    chan: [usize; MAX_FUNCTIONS],
+    /// Channel of each function (angular kinds; < `MAX_CHANNELS`).
+    chan: [u8; MAX_FUNCTIONS],
     eta: [T; MAX_CHANNELS],
     rs: [T; MAX_CHANNELS],
-    zeta: [u32; MAX_FUNCTIONS],
-    lambda: [T; MAX_FUNCTIONS],
+    /// ζ of each function (≤ `MAX_ZETA`).
+    zeta: [u8; MAX_FUNCTIONS],
+    /// Bit s set: λ_s = −1 (else +1). Bytes and bits keep the plan, built per group and pass,
+    /// small: on a microcontroller building and moving it was a tenth of an evaluation.
+    negative: u32,
 }
 
 impl<T: Real> Plan<T> {
@@ -127,32 +148,33 @@ impl<T: Real> Plan<T> {
             eta: [T::ZERO; MAX_CHANNELS],
             rs: [T::ZERO; MAX_CHANNELS],
             zeta: [1; MAX_FUNCTIONS],
-            lambda: [T::ONE; MAX_FUNCTIONS],
+            negative: 0,
         };
         match g.kind {
             Radial | RadialWeighted => Some(p),
             AngularNarrow | AngularWide | AngularNarrowWeighted => {
                 let (eta, rs, zeta, lambda) = (g.lane(0), g.lane(1), g.lane(2), g.lane(3));
                 let params = eta.iter().zip(rs).zip(zeta).zip(lambda);
-                let slots = p.chan.iter_mut().zip(p.zeta.iter_mut()).zip(&mut p.lambda);
-                for ((((&e, &r0), &z), &l), ((ch, zs), ls)) in params.zip(slots) {
-                    let zf = z.to_f64();
-                    if !(1.0..=f64::from(MAX_ZETA)).contains(&zf) || zf != libm::floor(zf) {
+                let slots = p.chan.iter_mut().zip(p.zeta.iter_mut());
+                for (s, ((((&e, &r0), &z), &l), (ch, zs))) in params.zip(slots).enumerate() {
+                    // Compared in T: on an f32-only FPU f64 comparisons are library calls.
+                    let in_range = z >= T::ONE && z <= T::from_usize(MAX_ZETA as usize);
+                    if !in_range || z != z.floor() || (l != T::ONE && l != -T::ONE) {
                         return None;
                     }
                     let mut known = p.eta.iter().zip(&p.rs).take(p.channels);
                     *ch = match known.position(|(&a, &b)| a == e && b == r0) {
-                        Some(c) => c,
+                        Some(c) => c as u8,
                         None => {
                             let c = p.channels;
                             *p.eta.get_mut(c)? = e;
                             *p.rs.get_mut(c)? = r0;
                             p.channels += 1;
-                            c
+                            c as u8
                         }
                     };
-                    *zs = zf as u32;
-                    *ls = l;
+                    *zs = z.to_u32() as u8;
+                    p.negative |= u32::from(l < T::ZERO) << s;
                 }
                 Some(p)
             }
@@ -169,9 +191,13 @@ impl<T: Real> Plan<T> {
     #[inline(always)]
     fn function(&self, s: usize) -> (usize, u32, T) {
         (
-            self.chan.get(s).copied().unwrap_or(0),
-            self.zeta.get(s).copied().unwrap_or(1),
-            self.lambda.get(s).copied().unwrap_or(T::ONE),
+            usize::from(self.chan.get(s).copied().unwrap_or(0)),
+            u32::from(self.zeta.get(s).copied().unwrap_or(1)),
+            if (self.negative >> s) & 1 == 1 {
+                -T::ONE
+            } else {
+                T::ONE
+            },
         )
     }
 }
@@ -444,7 +470,7 @@ fn jk_factors<T: Real, const W: usize, const NC: usize>(
     let (f, df) = g.cutoff.eval_lanes(rjk);
     let mut hjk = [[T::ZERO; W]; NC];
     let mut dhjk = [[T::ZERO; W]; NC];
-    let params = plan.eta.iter().zip(&plan.rs);
+    let params = plan.eta.iter().zip(&plan.rs).take(live::<T, NC>(plan));
     for ((h, dh), (&eta, &r0)) in hjk.iter_mut().zip(dhjk.iter_mut()).zip(params) {
         let x: [T; W] = lanes!(l => rjk[l] - r0);
         let ex: [T; W] = lanes!(l => (-eta * x[l] * x[l]).exp());
@@ -489,7 +515,8 @@ fn for_each_batch<T: Real, const W: usize, const NC: usize>(
     let at = |s: &[T], i: usize| s.get(i).copied().unwrap_or(T::ZERO);
     let weighted = g.kind.is_weighted();
     let species = if weighted { zs.len() } else { 1 };
-    let size = W * (1 + 2 * NC);
+    let nc = live::<T, NC>(plan);
+    let size = W * (1 + 2 * nc);
     for a in 0..species {
         for b in a..species {
             let (a, b) = if weighted { (a, b) } else { (g.e1, g.e2) };
@@ -518,11 +545,20 @@ fn for_each_batch<T: Real, const W: usize, const NC: usize>(
                         u: uk,
                         inv_r: load(inv, k, end, T::ZERO),
                         ujk: [[T::ZERO; W]; 3],
-                        h: rows!(NC, c => load(h[c], k, end, T::ZERO)),
-                        dh: rows!(NC, c => load(dh[c], k, end, T::ZERO)),
+                        h: [[T::ZERO; W]; NC],
+                        dh: [[T::ZERO; W]; NC],
                         hjk: [[T::ONE; W]; NC],
                         dhjk: [[T::ZERO; W]; NC],
                     };
+                    let hs = batch
+                        .h
+                        .iter_mut()
+                        .zip(batch.dh.iter_mut())
+                        .zip(h.iter().zip(&dh));
+                    for ((bh, bdh), (h, dh)) in hs.take(nc) {
+                        *bh = load(h, k, end, T::ZERO);
+                        *bdh = load(dh, k, end, T::ZERO);
+                    }
                     if narrow {
                         let d = [nb.dx, nb.dy, nb.dz];
                         let dk = rows!(3, c => load::<T, W>(d[c], k, end, T::ZERO));
@@ -538,7 +574,7 @@ fn for_each_batch<T: Real, const W: usize, const NC: usize>(
                                 .chunks_exact(W)
                                 .map(|c| <[T; W]>::try_from(c).unwrap_or([T::ZERO; W]));
                             let ir = parts.next().unwrap_or([T::ZERO; W]);
-                            for (x, y) in batch.hjk.iter_mut().zip(batch.dhjk.iter_mut()) {
+                            for (x, y) in batch.hjk.iter_mut().zip(batch.dhjk.iter_mut()).take(nc) {
                                 *x = parts.next().unwrap_or([T::ZERO; W]);
                                 *y = parts.next().unwrap_or([T::ZERO; W]);
                             }
@@ -550,7 +586,10 @@ fn for_each_batch<T: Real, const W: usize, const NC: usize>(
                                 if let Some(s) = cache.buf.get_mut(at_c..at_c + size) {
                                     let mut parts = s.chunks_exact_mut(W);
                                     let src = core::iter::once(&ir).chain(
-                                        hjk.iter().zip(dhjk.iter()).flat_map(|(a, b)| [a, b]),
+                                        hjk.iter()
+                                            .zip(dhjk.iter())
+                                            .take(nc)
+                                            .flat_map(|(a, b)| [a, b]),
                                     );
                                     for (d, v) in parts.by_ref().zip(src) {
                                         d.copy_from_slice(v);
@@ -613,7 +652,11 @@ fn angular_values_nc<T: Real, const W: usize, const NC: usize>(
 ) {
     let mut sums = LaneSums::<T, W>::new();
     for_each_batch::<T, W, NC>(g, plan, nb, zs, slots, cache, |row, b| {
-        let hh: [[T; W]; NC] = rows!(NC, c => lanes!(l => row.h[c] * b.h[c][l] * b.hjk[c][l]));
+        let nc = live::<T, NC>(plan);
+        let mut hh = [[T::ZERO; W]; NC];
+        for (c, o) in hh.iter_mut().enumerate().take(nc) {
+            *o = lanes!(l => row.h[c] * b.h[c][l] * b.hjk[c][l]);
+        }
         for s in 0..plan.n {
             let (c, zeta, lambda) = plan.function(s);
             let base = lanes!(l => (T::ONE + lambda * b.cos[l]).max(T::ZERO));
@@ -674,7 +717,7 @@ fn angular_forces_nc<T: Real, const W: usize, const NC: usize>(
             }
         }
         let mut a = [[T::ZERO; W]; 4];
-        for c in 0..NC {
+        for c in 0..live::<T, NC>(plan) {
             let (hj, dhj) = (row.h[c], row.dh[c]);
             let (q, qp) = (&q[c], &qp[c]);
             let (hk, dhk, hjk, dhjk) = (&b.h[c], &b.dh[c], &b.hjk[c], &b.dhjk[c]);
