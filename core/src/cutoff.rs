@@ -58,7 +58,7 @@ impl CutoffKind {
 }
 
 /// A cutoff function with its radius and inner radius, prepared for evaluation.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Cutoff<T> {
     kind: CutoffKind,
     rc: T,

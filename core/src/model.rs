@@ -805,6 +805,7 @@ impl<'a, T: Real> Model<'a, T> {
             }
         }
         sc.pairs_filled = cache.filled();
+        sc.channels = cache.memo();
         Ok(())
     }
 
@@ -904,7 +905,7 @@ impl<'a, T: Real> Model<'a, T> {
         for g in [&mut *work.gx, &mut *work.gy, &mut *work.gz] {
             g.iter_mut().take(n_nb).for_each(|x| *x = T::ZERO);
         }
-        let mut cache = PairCache::for_forces(sc.pairs, sc.pairs_filled);
+        let mut cache = PairCache::for_forces(sc.pairs, sc.pairs_filled, sc.channels);
         for gi in rec.group_start..rec.group_start + rec.group_count {
             let g = self.group(gi)?;
             let mult = sc.mult.get_mut(..g.n).ok_or(ComputeError::CorruptModel)?;

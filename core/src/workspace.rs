@@ -16,7 +16,7 @@
 //! f32 needs 24 and 60. The full descriptor Jacobian dG/dr is never stored by
 //! [`crate::Model::compute`]. Forces and per-atom energies are the caller's output slices.
 
-use crate::descriptor::batched::{pair_cache_reals, slot_reals};
+use crate::descriptor::batched::{pair_cache_reals, slot_reals, ChannelMemo};
 use crate::error::ComputeError;
 use crate::math::Real;
 use crate::model::{Model, ModelDims};
@@ -96,6 +96,8 @@ pub(crate) struct AtomScratch<'w, T> {
     /// filled.
     pub pairs: &'w mut [T],
     pub pairs_filled: usize,
+    /// What the slot cache's channel factors hold after the value pass.
+    pub channels: ChannelMemo<T>,
 }
 
 /// Caller memory for [`Model::compute`] and the per-atom calls.
@@ -174,6 +176,7 @@ impl<'w, T: Real> Workspace<'w, T> {
                 slots,
                 pairs,
                 pairs_filled: 0,
+                channels: ChannelMemo::empty(),
             },
         })
     }

@@ -28,6 +28,7 @@
 
 use super::angular::add;
 use super::{DescriptorKind, Group};
+use crate::cutoff::Cutoff;
 use crate::math::Real;
 use crate::neighbors::{Lanes, WorkLanes, MAX_SPECIES};
 
@@ -55,7 +56,9 @@ pub const fn slot_reals(max_channels: usize) -> usize {
 
 /// The channel count the kernels are instantiated for, for a group of `channels` channels.
 const fn instantiated(channels: usize) -> usize {
-    if LANES == 1 || channels > 4 {
+    if channels <= 1 {
+        1
+    } else if LANES == 1 || channels > 4 {
         MAX_CHANNELS
     } else if channels == 0 {
         1
@@ -349,18 +352,74 @@ fn blocks<'z, T: Real>(g: &Group<'_, T>, zs: &'z [T]) -> impl Iterator<Item = (u
     })
 }
 
-/// Fills (h_c, h_c′) of every channel for the slots of the group's blocks.
+/// What the channel part of the slot cache holds for the current atom: the factors of the
+/// species blocks in `blocks` (bit e: species e), computed with this cutoff, weighting and these
+/// channels. Groups that share them (typically every angular group of a species) and the force
+/// pass reuse the factors instead of recomputing a cutoff and an exponential per neighbour,
+/// channel, group and pass; the values are the same either way.
+#[derive(Clone, Copy)]
+pub(crate) struct ChannelMemo<T> {
+    blocks: u32,
+    cutoff: Option<Cutoff<T>>,
+    weighted: bool,
+    channels: usize,
+    eta: [T; MAX_CHANNELS],
+    rs: [T; MAX_CHANNELS],
+}
+
+impl<T: Real> ChannelMemo<T> {
+    /// Nothing cached (a new neighbour set).
+    pub fn empty() -> Self {
+        ChannelMemo {
+            blocks: 0,
+            cutoff: None,
+            weighted: false,
+            channels: 0,
+            eta: [T::ZERO; MAX_CHANNELS],
+            rs: [T::ZERO; MAX_CHANNELS],
+        }
+    }
+}
+
+/// Fills (h_c, h_c′) of every channel for the slots of the group's blocks that `memo` does not
+/// already hold.
 fn fill_channels<T: Real, const W: usize>(
     g: &Group<'_, T>,
     plan: &Plan<T>,
     nb: &Lanes<'_, T>,
     zs: &[T],
     slots: &mut [T],
+    memo: &mut ChannelMemo<T>,
 ) {
     let cap = nb.r.len();
     let rc = g.cutoff.rc();
     let (_, chans) = crate::neighbors::split(slots, 4 * cap);
+    let weighted = g.kind.is_weighted();
+    let same = memo.cutoff == Some(g.cutoff)
+        && memo.weighted == weighted
+        && memo.channels == plan.channels
+        && memo.eta == plan.eta
+        && memo.rs == plan.rs;
+    if !same {
+        *memo = ChannelMemo {
+            blocks: 0,
+            cutoff: Some(g.cutoff),
+            weighted,
+            channels: plan.channels,
+            eta: plan.eta,
+            rs: plan.rs,
+        };
+    }
     for (e, w) in blocks(g, zs) {
+        // Species beyond the mask's 32 bits are always recomputed.
+        let bit = u32::try_from(e)
+            .ok()
+            .and_then(|e| 1u32.checked_shl(e))
+            .unwrap_or(0);
+        if memo.blocks & bit != 0 {
+            continue;
+        }
+        memo.blocks |= bit;
         let range = nb.range(e);
         let mut k = range.start;
         while k < range.end {
@@ -404,6 +463,8 @@ pub(crate) struct PairCache<'c, T> {
     filled: usize,
     /// Value pass (store) or force pass (read).
     fill: bool,
+    /// What the slot cache's channel part holds.
+    memo: ChannelMemo<T>,
 }
 
 impl<'c, T: Real> PairCache<'c, T> {
@@ -414,22 +475,30 @@ impl<'c, T: Real> PairCache<'c, T> {
             cursor: 0,
             filled: 0,
             fill: true,
+            memo: ChannelMemo::empty(),
         }
     }
 
-    /// A cache for the force pass after a value pass that stored up to `filled`.
-    pub fn for_forces(buf: &'c mut [T], filled: usize) -> Self {
+    /// A cache for the force pass after a value pass that stored up to `filled` and left the
+    /// slot cache's channel part as `memo` says.
+    pub fn for_forces(buf: &'c mut [T], filled: usize, memo: ChannelMemo<T>) -> Self {
         PairCache {
             buf,
             cursor: 0,
             filled,
             fill: false,
+            memo,
         }
     }
 
     /// End of the stored batches (after the value pass).
     pub fn filled(&self) -> usize {
         self.filled
+    }
+
+    /// What the slot cache's channel part holds (after the value pass).
+    pub fn memo(&self) -> ChannelMemo<T> {
+        self.memo
     }
 }
 
@@ -637,7 +706,7 @@ pub(crate) fn angular_values<T: Real, const W: usize>(
     cache: &mut PairCache<'_, T>,
     acc: &mut [T],
 ) {
-    fill_channels::<T, W>(g, plan, nb, zs, slots);
+    fill_channels::<T, W>(g, plan, nb, zs, slots, &mut cache.memo);
     by_channels!(plan, angular_values_nc(g, plan, nb, zs, slots, cache, acc));
 }
 
@@ -681,7 +750,7 @@ pub(crate) fn angular_forces<T: Real, const W: usize>(
     m: &[T],
     work: &mut WorkLanes<'_, T>,
 ) {
-    fill_channels::<T, W>(g, plan, nb, zs, slots);
+    fill_channels::<T, W>(g, plan, nb, zs, slots, &mut cache.memo);
     by_channels!(
         plan,
         angular_forces_nc(g, plan, nb, zs, slots, cache, m, work)
