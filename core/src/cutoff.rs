@@ -58,7 +58,7 @@ impl CutoffKind {
 }
 
 /// A cutoff function with its radius and inner radius, prepared for evaluation.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Cutoff<T> {
     kind: CutoffKind,
     rc: T,
@@ -131,6 +131,14 @@ impl<T: Real> Cutoff<T> {
         let rc = self.rc;
         let mut f = [T::ZERO; W];
         let mut d = [T::ZERO; W];
+        if W == 1 {
+            // Scalar cores (batched::LANES = 1): one out-of-line call instead of the kind match
+            // with every kind's code inlined at each call site (flash); same arithmetic.
+            for ((f, d), &r) in f.iter_mut().zip(d.iter_mut()).zip(r.iter()) {
+                (*f, *d) = self.eval_masked(r);
+            }
+            return (f, d);
+        }
         macro_rules! each {
             ($kind:expr) => {{
                 let c = Cutoff {
@@ -157,6 +165,18 @@ impl<T: Real> Cutoff<T> {
             CutoffKind::Poly4 => each!(CutoffKind::Poly4),
         }
         (f, d)
+    }
+
+    /// [`Cutoff::eval`] of one lane as [`Cutoff::eval_lanes`] computes it ((0, 0) at or beyond
+    /// rc), out of line.
+    #[inline(never)]
+    fn eval_masked(&self, r: T) -> (T, T) {
+        let (a, b) = self.eval(r.min(self.rc));
+        if r < self.rc {
+            (a, b)
+        } else {
+            (T::ZERO, T::ZERO)
+        }
     }
 }
 

@@ -57,6 +57,10 @@ pub trait Real:
     fn to_f64(self) -> f64;
     /// Converts from a small integer count (exact below 2^24).
     fn from_usize(n: usize) -> Self;
+    /// Converts to an integer count, truncating toward zero and saturating at 0 and `u32::MAX`
+    /// (NaN gives 0). One instruction where the FPU has this precision; `to_f64() as u32` would
+    /// be software double arithmetic on an f32-only FPU.
+    fn to_u32(self) -> u32;
     /// Decodes a little-endian value of either float kind (`bytes.len()` 4 or 8), converting to
     /// `Self`; `None` for any other length.
     fn from_le_slice(bytes: &[u8]) -> Option<Self>;
@@ -150,6 +154,10 @@ macro_rules! impl_real {
             #[inline(always)]
             fn from_usize(n: usize) -> Self {
                 n as $t
+            }
+            #[inline(always)]
+            fn to_u32(self) -> u32 {
+                self as u32
             }
             #[inline(always)]
             fn from_le_slice(bytes: &[u8]) -> Option<Self> {

@@ -430,6 +430,10 @@ impl<'a, T: Real> Model<'a, T> {
             }
             if !kind.is_polynomial() {
                 let plan = descriptor::batched::Plan::new(&g);
+                // Without the fallback, `compute` has only the batched kernels for these kinds.
+                if plan.is_none() && !cfg!(feature = "reference-fallback") {
+                    return Err(invalid("group beyond the batched kernels", gi));
+                }
                 channels = plan.map_or(channels, |p| channels.max(p.channels()));
             }
         }
@@ -942,6 +946,7 @@ impl<'a, T: Real> Model<'a, T> {
             }
         }
         sc.pairs_filled = cache.filled();
+        sc.channels = cache.memo();
         Ok(())
     }
 
@@ -1041,7 +1046,7 @@ impl<'a, T: Real> Model<'a, T> {
         for g in [&mut *work.gx, &mut *work.gy, &mut *work.gz] {
             g.iter_mut().take(n_nb).for_each(|x| *x = T::ZERO);
         }
-        let mut cache = PairCache::for_forces(sc.pairs, sc.pairs_filled);
+        let mut cache = PairCache::for_forces(sc.pairs, sc.pairs_filled, sc.channels);
         for gi in rec.group_start..rec.group_start + rec.group_count {
             let g = self.group(gi)?;
             let mult = sc.mult.get_mut(..g.n).ok_or(ComputeError::CorruptModel)?;

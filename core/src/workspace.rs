@@ -23,7 +23,7 @@
 //! a [`crate::ChunkForces`] record (per slot 3 reals and 1 `u32` for each of the
 //! [`crate::chunk::CHUNK_ATOMS`] atoms of a chunk).
 
-use crate::descriptor::batched::{pair_cache_reals, slot_reals};
+use crate::descriptor::batched::{pair_cache_reals, slot_reals, ChannelMemo};
 use crate::error::ComputeError;
 use crate::math::Real;
 use crate::model::{Model, ModelDims};
@@ -111,6 +111,8 @@ pub(crate) struct AtomScratch<'w, T> {
     /// filled.
     pub pairs: &'w mut [T],
     pub pairs_filled: usize,
+    /// What the slot cache's channel factors hold after the value pass.
+    pub channels: ChannelMemo<T>,
 }
 
 /// Caller memory for [`Model::compute`] and the per-atom calls.
@@ -185,6 +187,7 @@ impl<'w, T: Real> Workspace<'w, T> {
                 slots,
                 pairs,
                 pairs_filled: 0,
+                channels: ChannelMemo::empty(),
             },
         })
     }

@@ -28,6 +28,7 @@ const DIMS: ModelDims = ModelDims {
     max_features: 24,
     max_width: 24,
     max_network: 11,
+    max_channels: 1,
 };
 /// Neighbour slots per atom (ethanol: at most 8 others).
 const MAX_NEIGHBORS: usize = 12;
@@ -94,18 +95,21 @@ fn main() -> ! {
         || d.max_features > DIMS.max_features
         || d.max_width > DIMS.max_width
         || d.max_network > DIMS.max_network
+        || d.max_channels > DIMS.max_channels
     {
         println!(
-            "FAIL: model dims (species, features, width, network) = ({}, {}, {}, {}) exceed \
-             the compiled capacities ({}, {}, {}, {}): update DIMS in src/main.rs",
+            "FAIL: model dims (species, features, width, network, channels) = ({}, {}, {}, {}, {}) \
+             exceed the compiled capacities ({}, {}, {}, {}, {}): update DIMS in src/main.rs",
             d.n_species,
             d.max_features,
             d.max_width,
             d.max_network,
+            d.max_channels,
             DIMS.n_species,
             DIMS.max_features,
             DIMS.max_width,
-            DIMS.max_network
+            DIMS.max_network,
+            DIMS.max_channels
         );
         exit(3);
     }

@@ -18,9 +18,9 @@ use crate::neighbors::{Lanes, WorkLanes};
 #[inline(always)]
 fn pow_zeta_m1<T: Real>(base: T, zeta: T) -> T {
     let zm1 = zeta - T::ONE;
-    let n = zm1.to_f64();
-    if zm1 == zm1.floor() && n <= 32.0 {
-        base.powu(n as u32)
+    // Compared and converted in T: f64 is software arithmetic on an f32-only FPU.
+    if zm1 == zm1.floor() && zm1 <= T::from_usize(32) {
+        base.powu(zm1.to_u32())
     } else {
         base.powf(zm1)
     }
@@ -161,11 +161,15 @@ fn cached<T: Real>(fc: &[T], dfc: &[T], k: usize) -> (T, T) {
 /// with the pair count (numerical guard: n2p2's Cu2S model in f32 has per-atom energy errors
 /// of 3.5e−5 eV with plain sums, 1.2e−5 with two-level sums, below 1e−5 with these). In f64
 /// the compensation is compiled out.
+// Without `reference-fallback` only the tests (reference twins of the batched kernels) use it.
+#[cfg_attr(not(feature = "reference-fallback"), allow(dead_code))]
 pub(crate) struct Sums<'s, T> {
     acc: &'s mut [T],
     comp: &'s mut [T],
 }
 
+// Without `reference-fallback` only the tests (reference twins of the batched kernels) use it.
+#[cfg_attr(not(feature = "reference-fallback"), allow(dead_code))]
 impl<'s, T: Real> Sums<'s, T> {
     /// Sums into `acc`, using `comp` (same length) as the compensation lane.
     pub fn new(acc: &'s mut [T], comp: &'s mut [T]) -> Self {
@@ -195,6 +199,8 @@ pub(crate) fn add<T: Real>(s: &mut T, c: &mut T, x: T) {
 
 /// Adds the group's values (without the 2^(1−ζ) prefactor) into `acc`; `comp` is scratch of
 /// the group's size (see [`Sums`]).
+// Without `reference-fallback` only the tests (reference twins of the batched kernels) use it.
+#[cfg_attr(not(feature = "reference-fallback"), allow(dead_code))]
 pub(crate) fn values<T: Real>(
     g: &Group<'_, T>,
     nb: &Lanes<'_, T>,

@@ -28,6 +28,7 @@
 
 use super::angular::add;
 use super::{DescriptorKind, Group};
+use crate::cutoff::Cutoff;
 use crate::math::Real;
 use crate::neighbors::{Lanes, WorkLanes, MAX_SPECIES};
 
@@ -55,7 +56,9 @@ pub const fn slot_reals(max_channels: usize) -> usize {
 
 /// The channel count the kernels are instantiated for, for a group of `channels` channels.
 const fn instantiated(channels: usize) -> usize {
-    if LANES == 1 || channels > 4 {
+    if channels <= 1 {
+        1
+    } else if LANES == 1 || channels > 4 {
         MAX_CHANNELS
     } else if channels == 0 {
         1
@@ -73,7 +76,25 @@ pub const fn pair_cache_reals(neighbors: usize, max_channels: usize) -> usize {
         return 0;
     }
     let pairs = neighbors * neighbors.saturating_sub(1) / 2 + 2 * neighbors * (LANES - 1);
-    pairs * (1 + 2 * instantiated(max_channels))
+    let nc = if LANES == 1 {
+        max_channels
+    } else {
+        instantiated(max_channels)
+    };
+    pairs * (1 + 2 * nc)
+}
+
+/// Channels a kernel instantiated for `NC` works on: `NC` on hosts (a constant, so the channel
+/// loops unroll), the plan's own count on microcontrollers, whose single `MAX_CHANNELS`
+/// instantiation would otherwise do the work of every padding channel (an r_jk exponential per
+/// pair each) and store it in the pair cache.
+#[inline(always)]
+fn live<T, const NC: usize>(plan: &Plan<T>) -> usize {
+    if LANES == 1 {
+        plan.channels.min(NC)
+    } else {
+        NC
+    }
 }
 
 /// `[T; W]` from a per-lane expression (`T` and `W` are the parameters of the calling kernel).
@@ -105,17 +126,20 @@ macro_rules! rows {
 pub(crate) struct Plan<T> {
     n: usize,
     channels: usize,
-    /// Channel of each function (angular kinds).
-    chan: [usize; MAX_FUNCTIONS],
+    /// Channel of each function (angular kinds; < `MAX_CHANNELS`).
+    chan: [u8; MAX_FUNCTIONS],
     eta: [T; MAX_CHANNELS],
     rs: [T; MAX_CHANNELS],
-    zeta: [u32; MAX_FUNCTIONS],
-    lambda: [T; MAX_FUNCTIONS],
+    /// ζ of each function (≤ `MAX_ZETA`).
+    zeta: [u8; MAX_FUNCTIONS],
+    /// Bit s set: λ_s = −1 (else +1). Bytes and bits keep the plan, built per group and pass,
+    /// small: on a microcontroller building and moving it was a tenth of an evaluation.
+    negative: u32,
     /// When every channel has the same r_s and η_c = n_c·η_0 with η_0 the smallest η and small
     /// integers n_c (as in most published parameter sets: 0.01, 0.03, 0.07, …), the r_jk
     /// exponentials of a pair are powers of one: exp(−η_c x²) = exp(−η_0 x²)^n_c. Then this
     /// holds n_c per channel (0 otherwise).
-    power: [u32; MAX_CHANNELS],
+    power: [u8; MAX_CHANNELS],
     eta0: T,
 }
 
@@ -143,7 +167,7 @@ impl<T: Real> Plan<T> {
             eta: [T::ZERO; MAX_CHANNELS],
             rs: [T::ZERO; MAX_CHANNELS],
             zeta: [1; MAX_FUNCTIONS],
-            lambda: [T::ONE; MAX_FUNCTIONS],
+            negative: 0,
             power: [0; MAX_CHANNELS],
             eta0: T::ZERO,
         };
@@ -152,25 +176,26 @@ impl<T: Real> Plan<T> {
             AngularNarrow | AngularWide | AngularNarrowWeighted => {
                 let (eta, rs, zeta, lambda) = (g.lane(0), g.lane(1), g.lane(2), g.lane(3));
                 let params = eta.iter().zip(rs).zip(zeta).zip(lambda);
-                let slots = p.chan.iter_mut().zip(p.zeta.iter_mut()).zip(&mut p.lambda);
-                for ((((&e, &r0), &z), &l), ((ch, zs), ls)) in params.zip(slots) {
-                    let zf = z.to_f64();
-                    if !(1.0..=f64::from(MAX_ZETA)).contains(&zf) || zf != libm::floor(zf) {
+                let slots = p.chan.iter_mut().zip(p.zeta.iter_mut());
+                for (s, ((((&e, &r0), &z), &l), (ch, zs))) in params.zip(slots).enumerate() {
+                    // Compared in T: on an f32-only FPU f64 comparisons are library calls.
+                    let in_range = z >= T::ONE && z <= T::from_usize(MAX_ZETA as usize);
+                    if !in_range || z != z.floor() || (l != T::ONE && l != -T::ONE) {
                         return None;
                     }
                     let mut known = p.eta.iter().zip(&p.rs).take(p.channels);
                     *ch = match known.position(|(&a, &b)| a == e && b == r0) {
-                        Some(c) => c,
+                        Some(c) => c as u8,
                         None => {
                             let c = p.channels;
                             *p.eta.get_mut(c)? = e;
                             *p.rs.get_mut(c)? = r0;
                             p.channels += 1;
-                            c
+                            c as u8
                         }
                     };
-                    *zs = zf as u32;
-                    *ls = l;
+                    *zs = z.to_u32() as u8;
+                    p.negative |= u32::from(l < T::ZERO) << s;
                 }
                 p.find_powers();
                 Some(p)
@@ -192,7 +217,7 @@ impl<T: Real> Plan<T> {
         if !same_rs || eta0 <= T::ZERO || self.channels < 2 {
             return;
         }
-        let mut power = [0u32; MAX_CHANNELS];
+        let mut power = [0u8; MAX_CHANNELS];
         for (p, &e) in power.iter_mut().zip(eta) {
             let ratio = (e / eta0).to_f64();
             let n = libm::round(ratio);
@@ -203,7 +228,7 @@ impl<T: Real> Plan<T> {
             {
                 return;
             }
-            *p = n as u32;
+            *p = n as u8;
         }
         self.power = power;
         self.eta0 = eta0;
@@ -218,9 +243,13 @@ impl<T: Real> Plan<T> {
     #[inline(always)]
     fn function(&self, s: usize) -> (usize, u32, T) {
         (
-            self.chan.get(s).copied().unwrap_or(0),
-            self.zeta.get(s).copied().unwrap_or(1),
-            self.lambda.get(s).copied().unwrap_or(T::ONE),
+            usize::from(self.chan.get(s).copied().unwrap_or(0)),
+            u32::from(self.zeta.get(s).copied().unwrap_or(1)),
+            if (self.negative >> s) & 1 == 1 {
+                -T::ONE
+            } else {
+                T::ONE
+            },
         )
     }
 }
@@ -386,18 +415,74 @@ fn blocks<'z, T: Real>(g: &Group<'_, T>, zs: &'z [T]) -> impl Iterator<Item = (u
     })
 }
 
-/// Fills (h_c, h_c′) of every channel for the slots of the group's blocks.
+/// What the channel part of the slot cache holds for the current atom: the factors of the
+/// species blocks in `blocks` (bit e: species e), computed with this cutoff, weighting and these
+/// channels. Groups that share them (typically every angular group of a species) and the force
+/// pass reuse the factors instead of recomputing a cutoff and an exponential per neighbour,
+/// channel, group and pass; the values are the same either way.
+#[derive(Clone, Copy)]
+pub(crate) struct ChannelMemo<T> {
+    blocks: u32,
+    cutoff: Option<Cutoff<T>>,
+    weighted: bool,
+    channels: usize,
+    eta: [T; MAX_CHANNELS],
+    rs: [T; MAX_CHANNELS],
+}
+
+impl<T: Real> ChannelMemo<T> {
+    /// Nothing cached (a new neighbour set).
+    pub fn empty() -> Self {
+        ChannelMemo {
+            blocks: 0,
+            cutoff: None,
+            weighted: false,
+            channels: 0,
+            eta: [T::ZERO; MAX_CHANNELS],
+            rs: [T::ZERO; MAX_CHANNELS],
+        }
+    }
+}
+
+/// Fills (h_c, h_c′) of every channel for the slots of the group's blocks that `memo` does not
+/// already hold.
 fn fill_channels<T: Real, const W: usize>(
     g: &Group<'_, T>,
     plan: &Plan<T>,
     nb: &Lanes<'_, T>,
     zs: &[T],
     slots: &mut [T],
+    memo: &mut ChannelMemo<T>,
 ) {
     let cap = nb.r.len();
     let rc = g.cutoff.rc();
     let (_, chans) = crate::neighbors::split(slots, 4 * cap);
+    let weighted = g.kind.is_weighted();
+    let same = memo.cutoff == Some(g.cutoff)
+        && memo.weighted == weighted
+        && memo.channels == plan.channels
+        && memo.eta == plan.eta
+        && memo.rs == plan.rs;
+    if !same {
+        *memo = ChannelMemo {
+            blocks: 0,
+            cutoff: Some(g.cutoff),
+            weighted,
+            channels: plan.channels,
+            eta: plan.eta,
+            rs: plan.rs,
+        };
+    }
     for (e, w) in blocks(g, zs) {
+        // Species beyond the mask's 32 bits are always recomputed.
+        let bit = u32::try_from(e)
+            .ok()
+            .and_then(|e| 1u32.checked_shl(e))
+            .unwrap_or(0);
+        if memo.blocks & bit != 0 {
+            continue;
+        }
+        memo.blocks |= bit;
         let range = nb.range(e);
         let mut k = range.start;
         while k < range.end {
@@ -441,6 +526,8 @@ pub(crate) struct PairCache<'c, T> {
     filled: usize,
     /// Value pass (store) or force pass (read).
     fill: bool,
+    /// What the slot cache's channel part holds.
+    memo: ChannelMemo<T>,
 }
 
 impl<'c, T: Real> PairCache<'c, T> {
@@ -451,22 +538,30 @@ impl<'c, T: Real> PairCache<'c, T> {
             cursor: 0,
             filled: 0,
             fill: true,
+            memo: ChannelMemo::empty(),
         }
     }
 
-    /// A cache for the force pass after a value pass that stored up to `filled`.
-    pub fn for_forces(buf: &'c mut [T], filled: usize) -> Self {
+    /// A cache for the force pass after a value pass that stored up to `filled` and left the
+    /// slot cache's channel part as `memo` says.
+    pub fn for_forces(buf: &'c mut [T], filled: usize, memo: ChannelMemo<T>) -> Self {
         PairCache {
             buf,
             cursor: 0,
             filled,
             fill: false,
+            memo,
         }
     }
 
     /// End of the stored batches (after the value pass).
     pub fn filled(&self) -> usize {
         self.filled
+    }
+
+    /// What the slot cache's channel part holds (after the value pass).
+    pub fn memo(&self) -> ChannelMemo<T> {
+        self.memo
     }
 }
 
@@ -515,7 +610,7 @@ fn jk_factors<T: Real, const W: usize, const NC: usize>(
     let (f, df) = g.cutoff.eval_lanes(rjk);
     let mut hjk = [[T::ZERO; W]; NC];
     let mut dhjk = [[T::ZERO; W]; NC];
-    let params = plan.eta.iter().zip(&plan.rs);
+    let params = plan.eta.iter().zip(&plan.rs).take(live::<T, NC>(plan));
     if plan.eta0 > T::ZERO {
         // exp(−η_c x²) = b^n_c with b = exp(−η_0 x²): one exponential and a few products.
         let r0 = plan.rs[0];
@@ -527,7 +622,7 @@ fn jk_factors<T: Real, const W: usize, const NC: usize>(
             .zip(params)
             .zip(&plan.power);
         for (((h, dh), (&eta, _)), &n) in out {
-            let ex = powu(b, n);
+            let ex = powu(b, u32::from(n));
             *h = lanes!(l => f[l] * ex[l]);
             *dh = lanes!(l => ex[l] * (df[l] - T::TWO * eta * x[l] * f[l]));
         }
@@ -577,7 +672,8 @@ fn for_each_batch<T: Real, const W: usize, const NC: usize>(
     let at = |s: &[T], i: usize| s.get(i).copied().unwrap_or(T::ZERO);
     let weighted = g.kind.is_weighted();
     let species = if weighted { zs.len() } else { 1 };
-    let size = W * (1 + 2 * NC);
+    let nc = live::<T, NC>(plan);
+    let size = W * (1 + 2 * nc);
     for a in 0..species {
         for b in a..species {
             let (a, b) = if weighted { (a, b) } else { (g.e1, g.e2) };
@@ -606,11 +702,20 @@ fn for_each_batch<T: Real, const W: usize, const NC: usize>(
                         u: uk,
                         inv_r: load(inv, k, end, T::ZERO),
                         ujk: [[T::ZERO; W]; 3],
-                        h: rows!(NC, c => load(h[c], k, end, T::ZERO)),
-                        dh: rows!(NC, c => load(dh[c], k, end, T::ZERO)),
+                        h: [[T::ZERO; W]; NC],
+                        dh: [[T::ZERO; W]; NC],
                         hjk: [[T::ONE; W]; NC],
                         dhjk: [[T::ZERO; W]; NC],
                     };
+                    let hs = batch
+                        .h
+                        .iter_mut()
+                        .zip(batch.dh.iter_mut())
+                        .zip(h.iter().zip(&dh));
+                    for ((bh, bdh), (h, dh)) in hs.take(nc) {
+                        *bh = load(h, k, end, T::ZERO);
+                        *bdh = load(dh, k, end, T::ZERO);
+                    }
                     if narrow {
                         let d = [nb.dx, nb.dy, nb.dz];
                         let dk = rows!(3, c => load::<T, W>(d[c], k, end, T::ZERO));
@@ -626,7 +731,7 @@ fn for_each_batch<T: Real, const W: usize, const NC: usize>(
                                 .chunks_exact(W)
                                 .map(|c| <[T; W]>::try_from(c).unwrap_or([T::ZERO; W]));
                             let ir = parts.next().unwrap_or([T::ZERO; W]);
-                            for (x, y) in batch.hjk.iter_mut().zip(batch.dhjk.iter_mut()) {
+                            for (x, y) in batch.hjk.iter_mut().zip(batch.dhjk.iter_mut()).take(nc) {
                                 *x = parts.next().unwrap_or([T::ZERO; W]);
                                 *y = parts.next().unwrap_or([T::ZERO; W]);
                             }
@@ -638,7 +743,10 @@ fn for_each_batch<T: Real, const W: usize, const NC: usize>(
                                 if let Some(s) = cache.buf.get_mut(at_c..at_c + size) {
                                     let mut parts = s.chunks_exact_mut(W);
                                     let src = core::iter::once(&ir).chain(
-                                        hjk.iter().zip(dhjk.iter()).flat_map(|(a, b)| [a, b]),
+                                        hjk.iter()
+                                            .zip(dhjk.iter())
+                                            .take(nc)
+                                            .flat_map(|(a, b)| [a, b]),
                                     );
                                     for (d, v) in parts.by_ref().zip(src) {
                                         d.copy_from_slice(v);
@@ -686,7 +794,7 @@ pub(crate) fn angular_values<T: Real, const W: usize>(
     cache: &mut PairCache<'_, T>,
     acc: &mut [T],
 ) {
-    fill_channels::<T, W>(g, plan, nb, zs, slots);
+    fill_channels::<T, W>(g, plan, nb, zs, slots, &mut cache.memo);
     by_channels!(plan, angular_values_nc(g, plan, nb, zs, slots, cache, acc));
 }
 
@@ -701,7 +809,11 @@ fn angular_values_nc<T: Real, const W: usize, const NC: usize>(
 ) {
     let mut sums = LaneSums::<T, W>::new();
     for_each_batch::<T, W, NC>(g, plan, nb, zs, slots, cache, |row, b| {
-        let hh: [[T; W]; NC] = rows!(NC, c => lanes!(l => row.h[c] * b.h[c][l] * b.hjk[c][l]));
+        let nc = live::<T, NC>(plan);
+        let mut hh = [[T::ZERO; W]; NC];
+        for (c, o) in hh.iter_mut().enumerate().take(nc) {
+            *o = lanes!(l => row.h[c] * b.h[c][l] * b.hjk[c][l]);
+        }
         for s in 0..plan.n {
             let (c, zeta, lambda) = plan.function(s);
             let base = lanes!(l => (T::ONE + lambda * b.cos[l]).max(T::ZERO));
@@ -726,7 +838,7 @@ pub(crate) fn angular_forces<T: Real, const W: usize>(
     m: &[T],
     work: &mut WorkLanes<'_, T>,
 ) {
-    fill_channels::<T, W>(g, plan, nb, zs, slots);
+    fill_channels::<T, W>(g, plan, nb, zs, slots, &mut cache.memo);
     by_channels!(
         plan,
         angular_forces_nc(g, plan, nb, zs, slots, cache, m, work)
@@ -762,7 +874,7 @@ fn angular_forces_nc<T: Real, const W: usize, const NC: usize>(
             }
         }
         let mut a = [[T::ZERO; W]; 4];
-        for c in 0..NC {
+        for c in 0..live::<T, NC>(plan) {
             let (hj, dhj) = (row.h[c], row.dh[c]);
             let (q, qp) = (&q[c], &qp[c]);
             let (hk, dhk, hjk, dhjk) = (&b.h[c], &b.dh[c], &b.hjk[c], &b.dhjk[c]);
@@ -990,7 +1102,7 @@ mod tests {
                             l.iter_mut().for_each(|x| *x = T::ZERO);
                         }
                         if batched {
-                            let mut cache = PairCache::for_forces(&mut pairs, filled);
+                            let mut cache = PairCache::for_forces(&mut pairs, filled, ChannelMemo::empty());
                             if kind.is_angular() {
                                 angular_forces::<T, W>(
                                     &g, &plan, &lanes_nb, &zs, &mut slots, &mut cache, &m,

@@ -279,6 +279,10 @@ pub(crate) fn prefactors<T: Real>(g: &Group<'_, T>, out: &mut [T]) {
 /// size; `slots` is the batched kernels' neighbour cache, with its geometry part filled by
 /// [`batched::fill_geometry`] for this neighbour set.
 #[allow(clippy::too_many_arguments)]
+#[cfg_attr(
+    not(any(feature = "reference-fallback", feature = "polynomial")),
+    allow(unused_variables)
+)]
 pub(crate) fn values<T: Real>(
     g: &Group<'_, T>,
     nb: &Lanes<'_, T>,
@@ -301,14 +305,21 @@ pub(crate) fn values<T: Real>(
         (false, true) => {
             match batched::Plan::new(g) {
                 Some(plan) => batched::angular_values::<T, W>(g, &plan, nb, zs, slots, cache, acc),
+                #[cfg(feature = "reference-fallback")]
                 None => angular::values(g, nb, work, zs, acc, row),
+                // Rejected at load without the fallback (`Model::validate_groups`).
+                #[cfg(not(feature = "reference-fallback"))]
+                None => {}
             }
             angular::prefactors(g, pref);
             acc.iter_mut().zip(pref.iter()).for_each(|(a, &p)| *a *= p);
         }
         (false, false) => match batched::Plan::new(g) {
             Some(_) => batched::radial_values::<T, W>(g, nb, zs, acc),
+            #[cfg(feature = "reference-fallback")]
             None => radial::values(g, nb, zs, acc, row),
+            #[cfg(not(feature = "reference-fallback"))]
+            None => {}
         },
     }
 }
@@ -333,6 +344,10 @@ pub(crate) fn forces<T: Real>(
             } else {
                 batched::radial_forces::<T, W>(g, nb, zs, slots, m, work);
             }
+            return;
+        }
+        if !cfg!(feature = "reference-fallback") {
+            // Rejected at load without the fallback (`Model::validate_groups`).
             return;
         }
     }

@@ -13,6 +13,8 @@ use crate::math::Real;
 use crate::neighbors::Lanes;
 
 /// Adds the group's values into `acc` (one lane per function).
+// Without `reference-fallback` only the tests (reference twins of the batched kernels) use it.
+#[cfg_attr(not(feature = "reference-fallback"), allow(dead_code))]
 #[inline]
 pub(crate) fn values<T: Real>(
     g: &Group<'_, T>,
