@@ -144,10 +144,10 @@ pub(crate) struct Plan<T> {
 }
 
 /// Largest n_c of the shared-exponential path: b^n carries up to about n ulp of relative error
-/// (≤ 64 ulp ≈ 1.4e−14 in f64; 16 ulp ≈ 1e−6 in f32).
+/// (≤ 64 ulp ≈ 1.4e−14 in f64; 32 ulp ≈ 2e−6 in f32).
 const fn max_power<T: Real>() -> u32 {
     if T::BYTES < 8 {
-        16
+        32
     } else {
         64
     }
