@@ -11,10 +11,15 @@
 //! | per atom: cell list (wrapped positions in bin order; atom of each slot, slot of each atom) | 3 | 2 |
 //! | per atom: bin keys (species × bin, at most S·N + 27 keys) | — | S |
 //! | per neighbour slot (geometry, gradient, cutoff cache, staging) | 12 | 3 |
+//! | per neighbour slot: batched kernels' cache (unit vector, 1/r; h_c, h_c′ per channel, C = most channels of a group) | 4 + 2C | — |
 //! | per model (features, scaled, dE/dG, three group lanes; activations and derivatives; two back-prop rows) | 6F + 2S' + 2W | — |
+//! | optional pair cache ([`WorkspaceSize::new`] only; none with [`WorkspaceSize::minimal`]) | (M(M−1)/2 + 2M·(LANES−1))·(1 + 2C') | — |
 //!
-//! So for S = 2 species f64 needs 24 + 8 + 8 = 40 bytes per atom and 12·8 + 12 = 108 bytes per
-//! neighbour slot; f32 needs 28 and 60. The full descriptor Jacobian dG/dr is never stored by
+//! (C' = C rounded up to the channel count the kernels are compiled for: C itself up to 4, else
+//! 8; on 1-lane targets, C.) So for n2p2's water model (S = 2, C = 4) f64 needs 24 + 8 + 8 =
+//! 40 bytes per atom and (12 + 12)·8 + 12 = 204 bytes per neighbour slot, plus the pair cache,
+//! 9 reals per neighbour pair (about 1.6 MiB per thread for 200 slots); f32 needs 28 and 108,
+//! and half the pair cache. The full descriptor Jacobian dG/dr is never stored by
 //! [`crate::Model::compute`]. Forces and per-atom energies are the caller's output slices.
 //!
 //! Threads: the cell list can live apart from the per-thread part ([`crate::CellListSize`],
