@@ -4,11 +4,15 @@
 //! Floating-point addition is not associative, so per-thread partial sums make the energy,
 //! forces and virial depend on the thread count. Instead the atoms are cut into chunks of
 //! [`CHUNK_ATOMS`] (the last one shorter) whatever the thread count; each chunk is computed
-//! on its own by [`crate::Model::compute_chunk`] (energy and virial as its [`crate::Results`],
-//! forces as a [`ChunkForces`] record), and the caller combines the chunks **in chunk order**:
-//! results with [`crate::Results::accumulate`], forces with [`ChunkForces::apply`]. Any number
-//! of threads, computing any chunks in any order, then gives the same bits as
-//! [`crate::Model::compute`], which walks the same chunks in order on one thread.
+//! on its own by [`crate::Model::compute_chunk`] (per-atom energies, the chunk's virial in its
+//! [`crate::Results`], forces as a [`ChunkForces`] record), and the caller combines the chunks
+//! **in chunk order**: forces with [`ChunkForces::apply`], virials with
+//! [`crate::Results::accumulate`]; the total energy is the sum of the per-atom energies in
+//! atom order (as [`crate::Model::compute`] forms it, and as a single-threaded loop over atoms
+//! would). Any number of threads, computing any chunks in any order, then gives the same bits
+//! as [`crate::Model::compute`], which walks the same chunks in order on one thread. (Adding
+//! the chunks' energies with `accumulate` is just as independent of the thread count, but
+//! rounds differently from the atom-order sum.)
 //!
 //! A [`ChunkForces`] record holds ∂E_i/∂d_ij for every neighbour of every atom of the chunk:
 //! per neighbour slot 3 reals and 1 `u32`, per atom 3 reals and 1 `u32`

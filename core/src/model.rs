@@ -553,9 +553,10 @@ impl<'a, T: Real> Model<'a, T> {
 
     /// Energy, forces, virial and per-atom energies of a system.
     ///
-    /// The atoms are walked in the fixed chunks of [`crate::chunk`] and the chunk results
-    /// summed in order, so the bits equal those of [`Model::compute_chunk`] run on any number
-    /// of threads and combined in chunk order.
+    /// The energy is the sum of the atomic energies in atom order; forces and virial are
+    /// summed chunk by chunk over the fixed chunks of [`crate::chunk`], so the bits equal those
+    /// of [`Model::compute_chunk`] run on any number of threads and combined as
+    /// [`crate::chunk`] describes.
     pub fn compute(
         &self,
         system: &System<'_, T>,
@@ -618,6 +619,7 @@ impl<'a, T: Real> Model<'a, T> {
         }
         let mut sink = out.forces.as_deref_mut().map(Direct);
         let mut res = Results::default();
+        let mut energy = 0.0;
         // Chunk by chunk (the pieces of `atoms` within each chunk of the fixed partition).
         let mut a = atoms.start;
         while a < atoms.end {
@@ -625,19 +627,23 @@ impl<'a, T: Real> Model<'a, T> {
                 .saturating_mul(CHUNK_ATOMS)
                 .min(atoms.end);
             let energies = out.energies.as_deref_mut();
-            let part = self.run_atoms(
+            let virial = self.run_atoms(
                 system,
                 &list,
-                neighbors,
-                scratch,
+                (neighbors, scratch),
                 a..end,
+                &mut energy,
                 energies.map(|e| (e, 0)),
                 sink.as_mut(),
                 probe,
             )?;
-            res.accumulate(&part);
+            res.accumulate(&Results {
+                energy: 0.0,
+                virial,
+            });
             a = end;
         }
+        res.energy = energy;
         probe.enter(Stage::Done);
         Ok(res)
     }
@@ -667,9 +673,9 @@ impl<'a, T: Real> Model<'a, T> {
     /// and their force contributions into `out.forces` (a record to add to the forces with
     /// [`ChunkForces::apply`]). `cells` must be [`Model::cell_list`] of this same `system`;
     /// `ws` only lends its neighbour set and scratch (a [`WorkspaceSize::per_thread`]
-    /// workspace is enough). Threads may compute chunks in any order; combining the results
-    /// ([`Results::accumulate`]) and the forces in chunk order reproduces
-    /// [`Model::compute`] bit for bit.
+    /// workspace is enough). Threads may compute chunks in any order; combined as
+    /// [`crate::chunk`] describes (forces and virial in chunk order, the energy as the sum of
+    /// the per-atom energies in atom order) they reproduce [`Model::compute`] bit for bit.
     ///
     /// [`WorkspaceSize::per_thread`]: crate::WorkspaceSize::per_thread
     pub fn compute_chunk(
@@ -723,43 +729,45 @@ impl<'a, T: Real> Model<'a, T> {
             e.iter_mut().for_each(|x| *x = 0.0);
         }
         let first = atoms.start;
-        let res = self.run_atoms(
+        let mut energy = 0.0;
+        let virial = self.run_atoms(
             system,
             cells,
-            &mut ws.neighbors,
-            &mut ws.scratch,
+            (&mut ws.neighbors, &mut ws.scratch),
             atoms,
+            &mut energy,
             out.energies.as_deref_mut().map(|e| (e, first)),
             out.forces.as_deref_mut(),
             probe,
         )?;
         probe.enter(Stage::Done);
-        Ok(res)
+        Ok(Results { energy, virial })
     }
 
-    /// The per-atom loop: neighbours, energy, and (with a force sink) gradients, forces and
-    /// virial of the atoms in `atoms`, accumulated in atom order. `energies` is a per-atom
-    /// slice and the index of the atom its first entry belongs to.
+    /// The per-atom loop: neighbours, energy, and (with a force sink) gradients and forces
+    /// of the atoms in `atoms`, in atom order. Atomic energies are added to `energy` and
+    /// written to `energies` (a per-atom slice and the index of the atom its first entry
+    /// belongs to); returns the virial of these atoms, summed from zero.
     #[allow(clippy::too_many_arguments)]
     fn run_atoms(
         &self,
         system: &System<'_, T>,
         list: &CellList<'_, T>,
-        neighbors: &mut NeighborSet<'_, T>,
-        scratch: &mut AtomScratch<'_, T>,
+        (neighbors, scratch): (&mut NeighborSet<'_, T>, &mut AtomScratch<'_, T>),
         atoms: core::ops::Range<usize>,
+        energy: &mut f64,
         mut energies: Option<(&mut [f64], usize)>,
         mut forces: Option<&mut impl ForceSink<T>>,
         probe: &mut impl Probe,
-    ) -> Result<Results, ComputeError> {
+    ) -> Result<[[f64; 3]; 3], ComputeError> {
         let want_grad = forces.is_some();
-        let mut res = Results::default();
+        let mut w = [[0.0; 3]; 3];
         let species = system.species.get(atoms.clone()).unwrap_or(&[]);
         for (i, &si) in atoms.zip(species) {
             probe.enter(Stage::Neighbors);
             list.neighbors_of(i, neighbors)?;
             let e = self.evaluate(usize::from(si), neighbors, scratch, want_grad, probe)?;
-            res.energy += e;
+            *energy += e;
             if let Some((es, first)) = energies.as_mut() {
                 if let Some(x) = es.get_mut(i.wrapping_sub(*first)) {
                     *x = e;
@@ -767,10 +775,10 @@ impl<'a, T: Real> Model<'a, T> {
             }
             if let Some(sink) = forces.as_deref_mut() {
                 sink.atom(i, neighbors)?;
-                virial(neighbors, &mut res.virial);
+                virial(neighbors, &mut w);
             }
         }
-        Ok(res)
+        Ok(w)
     }
 
     /// Bins the system into the workspace's cell list; hands back the per-atom parts.

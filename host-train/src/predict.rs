@@ -231,6 +231,8 @@ impl Predictor {
                     stages,
                 });
             }
+            // The energy in atom order, as `Model::compute` sums it (see `mlff_core::chunk`).
+            total.energy = energies.iter().fold(0.0, |acc, e| acc + e);
             let stress = s
                 .lattice
                 .filter(|_| pbc == [true; 3])
