@@ -795,7 +795,6 @@ fn forward(net: &Net<'_>, cache: &StructureCache, gradient: bool, second: bool) 
     let mut b1 = vec![0.0; net.max_width];
     let mut b2 = vec![0.0; net.max_width];
     let mut start = 0;
-    let mut chunk_energy = 0.0;
     for (i, &s) in cache.species.iter().enumerate() {
         let sn = &net.species[usize::from(s)];
         fw.act_start.push(start);
@@ -834,13 +833,8 @@ fn forward(net: &Net<'_>, cache: &StructureCache, gradient: bool, second: bool) 
             prev = l.out..l.out + l.n_out;
         }
         let nn = y[prev.start];
-        // As the core: a·NN + b + e_ref, summed over the atoms of each chunk of
-        // `CHUNK_ATOMS` in order, and the chunk sums in chunk order.
-        chunk_energy += net.a * nn + net.b + sn.e_ref;
-        if (i + 1) % mlff_core::chunk::CHUNK_ATOMS == 0 || i + 1 == cache.species.len() {
-            fw.energy += chunk_energy;
-            chunk_energy = 0.0;
-        }
+        // As the core: a·NN + b + e_ref, summed over atoms in order.
+        fw.energy += net.a * nn + net.b + sn.e_ref;
         if gradient {
             // The core's backward: seed a, dy·f'·s, then dx = Σ_o w·(dy·f'·s) in row order.
             let (mut cur, mut next) = (&mut b1, &mut b2);
