@@ -1102,7 +1102,8 @@ mod tests {
                             l.iter_mut().for_each(|x| *x = T::ZERO);
                         }
                         if batched {
-                            let mut cache = PairCache::for_forces(&mut pairs, filled, ChannelMemo::empty());
+                            let mut cache =
+                                PairCache::for_forces(&mut pairs, filled, ChannelMemo::empty());
                             if kind.is_angular() {
                                 angular_forces::<T, W>(
                                     &g, &plan, &lanes_nb, &zs, &mut slots, &mut cache, &m,
