@@ -650,6 +650,9 @@ fn for_each_batch<T: Real, const W: usize, const NC: usize>(
     cache: &mut PairCache<'_, T>,
     mut visit: impl FnMut(&Row<T, NC>, &Batch<T, W, NC>),
 ) {
+    if W == 1 {
+        return for_each_pair::<T, W, NC>(g, plan, nb, zs, slots, cache, visit);
+    }
     let cap = nb.r.len();
     let rc = g.cutoff.rc();
     let narrow = g.kind.is_narrow();
@@ -766,6 +769,147 @@ fn for_each_batch<T: Real, const W: usize, const NC: usize>(
                 return;
             }
         }
+    }
+}
+
+/// [`for_each_batch`] for one lane (`W` = 1, microcontrollers): the same pairs in the same
+/// order with the same arithmetic, without the lane scaffolding. Each pair block's slices are
+/// cut once per row to the row's k range, so the pair loop reads them without masks or bounds
+/// checks, and a batch is built from its final values instead of zeros.
+#[inline(always)]
+fn for_each_pair<T: Real, const W: usize, const NC: usize>(
+    g: &Group<'_, T>,
+    plan: &Plan<T>,
+    nb: &Lanes<'_, T>,
+    zs: &[T],
+    slots: &[T],
+    cache: &mut PairCache<'_, T>,
+    mut visit: impl FnMut(&Row<T, NC>, &Batch<T, W, NC>),
+) {
+    let cap = nb.r.len();
+    let rc = g.cutoff.rc();
+    let narrow = g.kind.is_narrow();
+    let (u0, u1, u2, inv) = (
+        part(slots, 0, cap),
+        part(slots, 1, cap),
+        part(slots, 2, cap),
+        part(slots, 3, cap),
+    );
+    let nc = live::<T, NC>(plan);
+    let chan = |c: usize, i: usize| {
+        if c < nc {
+            part(slots, 4 + 2 * c + i, cap)
+        } else {
+            &[]
+        }
+    };
+    let h: [&[T]; NC] = core::array::from_fn(|c| chan(c, 0));
+    let dh: [&[T]; NC] = core::array::from_fn(|c| chan(c, 1));
+    let at = |s: &[T], i: usize| s.get(i).copied().unwrap_or(T::ZERO);
+    let weighted = g.kind.is_weighted();
+    let species = if weighted { zs.len() } else { 1 };
+    let size = 1 + 2 * nc;
+    for a in 0..species {
+        for b in a..species {
+            let (a, b) = if weighted { (a, b) } else { (g.e1, g.e2) };
+            let (ra, rb) = (nb.range(a), nb.range(b));
+            // Block b's slices, cut once; k = rb.start + i.
+            let n = rb.len();
+            let cut = |s| cut(s, &rb);
+            let (x0, x1, x2, xi) = (cut(u0), cut(u1), cut(u2), cut(inv));
+            let (dx, dy, dz) = (cut(nb.dx), cut(nb.dy), cut(nb.dz));
+            let (hk, dhk) = (h.map(cut), dh.map(cut));
+            for j in ra {
+                if at(nb.r, j) >= rc {
+                    continue;
+                }
+                let row = Row {
+                    j,
+                    u: [at(u0, j), at(u1, j), at(u2, j)],
+                    inv_r: at(inv, j),
+                    h: h.map(|s| at(s, j)),
+                    dh: dh.map(|s| at(s, j)),
+                };
+                let dj = [at(nb.dx, j), at(nb.dy, j), at(nb.dz, j)];
+                let first = if a == b { (j + 1).saturating_sub(rb.start) } else { 0 };
+                for i in first..n {
+                    let k = rb.start + i;
+                    let uk = [at(x0, i), at(x1, i), at(x2, i)];
+                    let cos = row.u[0] * uk[0] + row.u[1] * uk[1] + row.u[2] * uk[2];
+                    let mut bh = [[T::ZERO; W]; NC];
+                    let mut bdh = [[T::ZERO; W]; NC];
+                    let hs = bh.iter_mut().zip(bdh.iter_mut()).zip(hk.iter().zip(&dhk));
+                    for ((bh, bdh), (hk, dhk)) in hs.take(nc) {
+                        *bh = [at(hk, i); W];
+                        *bdh = [at(dhk, i); W];
+                    }
+                    let mut batch = Batch {
+                        k,
+                        end: rb.end,
+                        cos: [cos; W],
+                        u: uk.map(|x| [x; W]),
+                        inv_r: [at(xi, i); W],
+                        ujk: [[T::ZERO; W]; 3],
+                        h: bh,
+                        dh: bdh,
+                        hjk: [[T::ONE; W]; NC],
+                        dhjk: [[T::ZERO; W]; NC],
+                    };
+                    if narrow {
+                        let djk = [
+                            [at(dx, i) - dj[0]; W],
+                            [at(dy, i) - dj[1]; W],
+                            [at(dz, i) - dj[2]; W],
+                        ];
+                        let at_c = cache.cursor;
+                        cache.cursor = at_c + size;
+                        let ir = match cache.buf.get(at_c..at_c + size) {
+                            Some(s) if !cache.fill && at_c + size <= cache.filled => {
+                                let out = batch.hjk.iter_mut().zip(batch.dhjk.iter_mut());
+                                for (c, (x, y)) in out.enumerate().take(nc) {
+                                    *x = [at(s, 1 + 2 * c); W];
+                                    *y = [at(s, 2 + 2 * c); W];
+                                }
+                                [at(s, 0); W]
+                            }
+                            _ => {
+                                let (ir, hjk, dhjk) = jk_factors::<T, W, NC>(g, plan, &djk);
+                                (batch.hjk, batch.dhjk) = (hjk, dhjk);
+                                if cache.fill {
+                                    if let Some(s) = cache.buf.get_mut(at_c..at_c + size) {
+                                        let mut o = s.iter_mut();
+                                        if let Some(x) = o.next() {
+                                            *x = ir[0];
+                                        }
+                                        for (h, dh) in hjk.iter().zip(&dhjk).take(nc) {
+                                            if let (Some(x), Some(y)) = (o.next(), o.next()) {
+                                                (*x, *y) = (h[0], dh[0]);
+                                            }
+                                        }
+                                        cache.filled = at_c + size;
+                                    }
+                                }
+                                ir
+                            }
+                        };
+                        batch.ujk = rows!(3, c => lanes!(l => djk[c][l] * ir[l]));
+                    }
+                    visit(&row, &batch);
+                }
+            }
+            if !weighted {
+                return;
+            }
+        }
+    }
+}
+
+/// `s[ks]` when it is that long, else empty.
+#[inline(always)]
+fn cut<'s, T>(s: &'s [T], ks: &core::ops::Range<usize>) -> &'s [T] {
+    match s.get(ks.clone()) {
+        Some(x) if x.len() == ks.len() => x,
+        _ => &[],
     }
 }
 
