@@ -922,6 +922,7 @@ impl<'a, T: Real> Model<'a, T> {
         let (lanes, mut work) = nb.lanes();
         descriptor::batched::fill_geometry(&lanes, sc.slots);
         let mut cache = PairCache::for_values(sc.pairs);
+        let mut plan = descriptor::batched::Plan::empty();
         for gi in rec.group_start..rec.group_start + rec.group_count {
             let g = self.group(gi)?;
             let acc = sc.acc.get_mut(..g.n).ok_or(ComputeError::CorruptModel)?;
@@ -938,6 +939,7 @@ impl<'a, T: Real> Model<'a, T> {
                 row,
                 sc.slots,
                 &mut cache,
+                &mut plan,
             );
             for (s, &v) in acc.iter().enumerate() {
                 if let Some(x) = g_out.get_mut(g.feature(s)) {
@@ -1047,6 +1049,7 @@ impl<'a, T: Real> Model<'a, T> {
             g.iter_mut().take(n_nb).for_each(|x| *x = T::ZERO);
         }
         let mut cache = PairCache::for_forces(sc.pairs, sc.pairs_filled, sc.channels);
+        let mut plan = descriptor::batched::Plan::empty();
         for gi in rec.group_start..rec.group_start + rec.group_count {
             let g = self.group(gi)?;
             let mult = sc.mult.get_mut(..g.n).ok_or(ComputeError::CorruptModel)?;
@@ -1054,7 +1057,9 @@ impl<'a, T: Real> Model<'a, T> {
             for (s, m) in mult.iter_mut().enumerate() {
                 *m *= sc.dedg.get(g.feature(s)).copied().unwrap_or(T::ZERO);
             }
-            descriptor::forces(&g, &lanes, &mut work, self.zs(), mult, sc.slots, &mut cache);
+            descriptor::forces(
+                &g, &lanes, &mut work, self.zs(), mult, sc.slots, &mut cache, &mut plan,
+            );
         }
         Ok(energy)
     }

@@ -154,14 +154,10 @@ const fn max_power<T: Real>() -> u32 {
 }
 
 impl<T: Real> Plan<T> {
-    /// The plan of `g`, or `None` when the batched kernels do not take it.
-    pub fn new(g: &Group<'_, T>) -> Option<Self> {
-        use DescriptorKind::*;
-        if g.n > MAX_FUNCTIONS {
-            return None;
-        }
-        let mut p = Plan {
-            n: g.n,
+    /// An empty plan, to be filled by [`Plan::build`].
+    pub fn empty() -> Self {
+        Plan {
+            n: 0,
             channels: 0,
             chan: [0; MAX_FUNCTIONS],
             eta: [T::ZERO; MAX_CHANNELS],
@@ -170,37 +166,76 @@ impl<T: Real> Plan<T> {
             negative: 0,
             power: [0; MAX_CHANNELS],
             eta0: T::ZERO,
-        };
+        }
+    }
+
+    /// The plan of `g`, or `None` when the batched kernels do not take it.
+    pub fn new(g: &Group<'_, T>) -> Option<Self> {
+        let mut p = Self::empty();
+        p.build(g).then_some(p)
+    }
+
+    /// Whether the batched kernels take radial group `g` (they need no plan for it).
+    pub fn takes_radial(g: &Group<'_, T>) -> bool {
+        g.n <= MAX_FUNCTIONS
+    }
+
+    /// Overwrites `self` with the plan of `g` in place (a group's plan is built per group and
+    /// pass: on a microcontroller, building a fresh one and moving it through an `Option` cost
+    /// a tenth of an evaluation). False when the batched kernels do not take `g`; the plan is
+    /// then unusable.
+    pub fn build(&mut self, g: &Group<'_, T>) -> bool {
+        use DescriptorKind::*;
+        if g.n > MAX_FUNCTIONS {
+            return false;
+        }
+        let p = self;
+        p.n = g.n;
+        p.channels = 0;
+        p.eta = [T::ZERO; MAX_CHANNELS];
+        p.rs = [T::ZERO; MAX_CHANNELS];
+        p.negative = 0;
+        p.power = [0; MAX_CHANNELS];
+        p.eta0 = T::ZERO;
         match g.kind {
-            Radial | RadialWeighted => Some(p),
+            Radial | RadialWeighted => {
+                p.chan = [0; MAX_FUNCTIONS];
+                p.zeta = [1; MAX_FUNCTIONS];
+                true
+            }
             AngularNarrow | AngularWide | AngularNarrowWeighted => {
                 let (eta, rs, zeta, lambda) = (g.lane(0), g.lane(1), g.lane(2), g.lane(3));
                 let params = eta.iter().zip(rs).zip(zeta).zip(lambda);
                 let slots = p.chan.iter_mut().zip(p.zeta.iter_mut());
                 for (s, ((((&e, &r0), &z), &l), (ch, zs))) in params.zip(slots).enumerate() {
                     // Compared in T: on an f32-only FPU f64 comparisons are library calls.
+                    // ζ is an integer in 1..=MAX_ZETA: it converts to u32 and back unchanged.
                     let in_range = z >= T::ONE && z <= T::from_usize(MAX_ZETA as usize);
-                    if !in_range || z != z.floor() || (l != T::ONE && l != -T::ONE) {
-                        return None;
+                    let zi = if in_range { z.to_u32() } else { 0 };
+                    if !in_range || T::from_usize(zi as usize) != z || (l != T::ONE && l != -T::ONE)
+                    {
+                        return false;
                     }
                     let mut known = p.eta.iter().zip(&p.rs).take(p.channels);
                     *ch = match known.position(|(&a, &b)| a == e && b == r0) {
                         Some(c) => c as u8,
                         None => {
                             let c = p.channels;
-                            *p.eta.get_mut(c)? = e;
-                            *p.rs.get_mut(c)? = r0;
+                            match (p.eta.get_mut(c), p.rs.get_mut(c)) {
+                                (Some(a), Some(b)) => (*a, *b) = (e, r0),
+                                _ => return false,
+                            }
                             p.channels += 1;
                             c as u8
                         }
                     };
-                    *zs = z.to_u32() as u8;
+                    *zs = zi as u8;
                     p.negative |= u32::from(l < T::ZERO) << s;
                 }
                 p.find_powers();
-                Some(p)
+                true
             }
-            _ => None,
+            _ => false,
         }
     }
 

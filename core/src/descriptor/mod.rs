@@ -277,7 +277,7 @@ pub(crate) fn prefactors<T: Real>(g: &Group<'_, T>, out: &mut [T]) {
 /// Adds the values of group `g` (prefactors included) into `acc` (one per function). `zs` holds
 /// the atomic number of each species of the model; `pref` and `row` are scratch of the group's
 /// size; `slots` is the batched kernels' neighbour cache, with its geometry part filled by
-/// [`batched::fill_geometry`] for this neighbour set.
+/// [`batched::fill_geometry`] for this neighbour set; `plan` is scratch for the group's plan.
 #[allow(clippy::too_many_arguments)]
 #[cfg_attr(
     not(any(feature = "reference-fallback", feature = "polynomial")),
@@ -293,6 +293,7 @@ pub(crate) fn values<T: Real>(
     row: &mut [T],
     slots: &mut [T],
     cache: &mut batched::PairCache<'_, T>,
+    plan: &mut batched::Plan<T>,
 ) {
     const W: usize = batched::LANES;
     match (g.kind.is_polynomial(), g.kind.is_angular()) {
@@ -303,30 +304,31 @@ pub(crate) fn values<T: Real>(
         #[cfg(not(feature = "polynomial"))]
         (true, _) => {}
         (false, true) => {
-            match batched::Plan::new(g) {
-                Some(plan) => batched::angular_values::<T, W>(g, &plan, nb, zs, slots, cache, acc),
+            if plan.build(g) {
+                batched::angular_values::<T, W>(g, plan, nb, zs, slots, cache, acc);
+            } else {
                 #[cfg(feature = "reference-fallback")]
-                None => angular::values(g, nb, work, zs, acc, row),
+                angular::values(g, nb, work, zs, acc, row);
                 // Rejected at load without the fallback (`Model::validate_groups`).
-                #[cfg(not(feature = "reference-fallback"))]
-                None => {}
             }
             angular::prefactors(g, pref);
             acc.iter_mut().zip(pref.iter()).for_each(|(a, &p)| *a *= p);
         }
-        (false, false) => match batched::Plan::new(g) {
-            Some(_) => batched::radial_values::<T, W>(g, nb, zs, acc),
-            #[cfg(feature = "reference-fallback")]
-            None => radial::values(g, nb, zs, acc, row),
-            #[cfg(not(feature = "reference-fallback"))]
-            None => {}
-        },
+        (false, false) => {
+            if batched::Plan::takes_radial(g) {
+                batched::radial_values::<T, W>(g, nb, zs, acc);
+            } else {
+                #[cfg(feature = "reference-fallback")]
+                radial::values(g, nb, zs, acc, row);
+            }
+        }
     }
 }
 
 /// The force path: adds Σ_s m_s ∂G_s/∂d_j of group `g` into the gradient lanes of `work`,
 /// through the batched kernels where they apply (`slots` as for [`values`]; `cache` holds what
-/// the value pass stored).
+/// the value pass stored; `plan` is scratch for the group's plan).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn forces<T: Real>(
     g: &Group<'_, T>,
     nb: &Lanes<'_, T>,
@@ -335,15 +337,17 @@ pub(crate) fn forces<T: Real>(
     m: &[T],
     slots: &mut [T],
     cache: &mut batched::PairCache<'_, T>,
+    plan: &mut batched::Plan<T>,
 ) {
     const W: usize = batched::LANES;
     if !g.kind.is_polynomial() {
-        if let Some(plan) = batched::Plan::new(g) {
-            if g.kind.is_angular() {
-                batched::angular_forces::<T, W>(g, &plan, nb, zs, slots, cache, m, work);
-            } else {
-                batched::radial_forces::<T, W>(g, nb, zs, slots, m, work);
+        if g.kind.is_angular() {
+            if plan.build(g) {
+                batched::angular_forces::<T, W>(g, plan, nb, zs, slots, cache, m, work);
+                return;
             }
+        } else if batched::Plan::takes_radial(g) {
+            batched::radial_forces::<T, W>(g, nb, zs, slots, m, work);
             return;
         }
         if !cfg!(feature = "reference-fallback") {
