@@ -493,11 +493,13 @@ fn fill_channels<T: Real, const W: usize>(
     let rc = g.cutoff.rc();
     let (_, chans) = crate::neighbors::split(slots, 4 * cap);
     let weighted = g.kind.is_weighted();
+    // Only the plan's channels are compared (both hold zeros beyond them).
+    let nc = plan.channels.min(MAX_CHANNELS);
     let same = memo.cutoff == Some(g.cutoff)
         && memo.weighted == weighted
         && memo.channels == plan.channels
-        && memo.eta == plan.eta
-        && memo.rs == plan.rs;
+        && memo.eta.get(..nc) == plan.eta.get(..nc)
+        && memo.rs.get(..nc) == plan.rs.get(..nc);
     if !same {
         *memo = ChannelMemo {
             blocks: 0,
