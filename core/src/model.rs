@@ -928,14 +928,12 @@ impl<'a, T: Real> Model<'a, T> {
             let acc = sc.acc.get_mut(..g.n).ok_or(ComputeError::CorruptModel)?;
             acc.iter_mut().for_each(|x| *x = T::ZERO);
             let row = sc.row.get_mut(..g.n).ok_or(ComputeError::CorruptModel)?;
-            let pref = sc.mult.get_mut(..g.n).ok_or(ComputeError::CorruptModel)?;
             descriptor::values(
                 &g,
                 &lanes,
                 &mut work,
                 self.zs(),
                 acc,
-                pref,
                 row,
                 sc.slots,
                 &mut cache,
@@ -1053,9 +1051,9 @@ impl<'a, T: Real> Model<'a, T> {
         for gi in rec.group_start..rec.group_start + rec.group_count {
             let g = self.group(gi)?;
             let mult = sc.mult.get_mut(..g.n).ok_or(ComputeError::CorruptModel)?;
-            descriptor::prefactors(&g, mult);
+            // dE/dG of each function; `forces` multiplies the prefactors in.
             for (s, m) in mult.iter_mut().enumerate() {
-                *m *= sc.dedg.get(g.feature(s)).copied().unwrap_or(T::ZERO);
+                *m = sc.dedg.get(g.feature(s)).copied().unwrap_or(T::ZERO);
             }
             descriptor::forces(
                 &g, &lanes, &mut work, self.zs(), mult, sc.slots, &mut cache, &mut plan,

@@ -269,6 +269,14 @@ impl<T: Real> Plan<T> {
         self.eta0 = eta0;
     }
 
+    /// Multiplies each of `v` (one per function) by its prefactor 2^(1−ζ), exact by repeated
+    /// halving (ζ is an integer here; no `powf`, no floor).
+    pub fn scale_by_prefactors(&self, v: &mut [T]) {
+        for (x, &z) in v.iter_mut().zip(&self.zeta).take(self.n) {
+            *x *= T::HALF.powu(u32::from(z).saturating_sub(1));
+        }
+    }
+
     /// Distinct (η, r_s) channels (0 for the radial kinds).
     pub fn channels(&self) -> usize {
         self.channels

@@ -275,8 +275,8 @@ pub(crate) fn prefactors<T: Real>(g: &Group<'_, T>, out: &mut [T]) {
 }
 
 /// Adds the values of group `g` (prefactors included) into `acc` (one per function). `zs` holds
-/// the atomic number of each species of the model; `pref` and `row` are scratch of the group's
-/// size; `slots` is the batched kernels' neighbour cache, with its geometry part filled by
+/// the atomic number of each species of the model; `row` is scratch of the group's size;
+/// `slots` is the batched kernels' neighbour cache, with its geometry part filled by
 /// [`batched::fill_geometry`] for this neighbour set; `plan` is scratch for the group's plan.
 #[allow(clippy::too_many_arguments)]
 #[cfg_attr(
@@ -289,7 +289,6 @@ pub(crate) fn values<T: Real>(
     work: &mut WorkLanes<'_, T>,
     zs: &[T],
     acc: &mut [T],
-    pref: &mut [T],
     row: &mut [T],
     slots: &mut [T],
     cache: &mut batched::PairCache<'_, T>,
@@ -306,13 +305,15 @@ pub(crate) fn values<T: Real>(
         (false, true) => {
             if plan.build(g) {
                 batched::angular_values::<T, W>(g, plan, nb, zs, slots, cache, acc);
+                plan.scale_by_prefactors(acc);
             } else {
-                #[cfg(feature = "reference-fallback")]
-                angular::values(g, nb, work, zs, acc, row);
                 // Rejected at load without the fallback (`Model::validate_groups`).
+                #[cfg(feature = "reference-fallback")]
+                {
+                    angular::values(g, nb, work, zs, acc, row);
+                    angular::scale_by_prefactors(g, acc);
+                }
             }
-            angular::prefactors(g, pref);
-            acc.iter_mut().zip(pref.iter()).for_each(|(a, &p)| *a *= p);
         }
         (false, false) => {
             if batched::Plan::takes_radial(g) {
@@ -325,7 +326,8 @@ pub(crate) fn values<T: Real>(
     }
 }
 
-/// The force path: adds Σ_s m_s ∂G_s/∂d_j of group `g` into the gradient lanes of `work`,
+/// The force path: adds Σ_s m_s ∂G_s/∂d_j of group `g` into the gradient lanes of `work`, with
+/// `m` the multipliers of the functions without their prefactors (multiplied in here, in place),
 /// through the batched kernels where they apply (`slots` as for [`values`]; `cache` holds what
 /// the value pass stored; `plan` is scratch for the group's plan).
 #[allow(clippy::too_many_arguments)]
@@ -334,7 +336,7 @@ pub(crate) fn forces<T: Real>(
     nb: &Lanes<'_, T>,
     work: &mut WorkLanes<'_, T>,
     zs: &[T],
-    m: &[T],
+    m: &mut [T],
     slots: &mut [T],
     cache: &mut batched::PairCache<'_, T>,
     plan: &mut batched::Plan<T>,
@@ -343,6 +345,7 @@ pub(crate) fn forces<T: Real>(
     if !g.kind.is_polynomial() {
         if g.kind.is_angular() {
             if plan.build(g) {
+                plan.scale_by_prefactors(m);
                 batched::angular_forces::<T, W>(g, plan, nb, zs, slots, cache, m, work);
                 return;
             }
@@ -353,6 +356,10 @@ pub(crate) fn forces<T: Real>(
         if !cfg!(feature = "reference-fallback") {
             // Rejected at load without the fallback (`Model::validate_groups`).
             return;
+        }
+        #[cfg(feature = "reference-fallback")]
+        if g.kind.has_zeta() {
+            angular::scale_by_prefactors(g, m);
         }
     }
     let WorkLanes {
