@@ -1056,7 +1056,14 @@ impl<'a, T: Real> Model<'a, T> {
                 *m = sc.dedg.get(g.feature(s)).copied().unwrap_or(T::ZERO);
             }
             descriptor::forces(
-                &g, &lanes, &mut work, self.zs(), mult, sc.slots, &mut cache, &mut plan,
+                &g,
+                &lanes,
+                &mut work,
+                self.zs(),
+                mult,
+                sc.slots,
+                &mut cache,
+                &mut plan,
             );
         }
         Ok(energy)

@@ -876,7 +876,11 @@ fn for_each_pair<T: Real, const W: usize, const NC: usize>(
                     dh: dh.map(|s| at(s, j)),
                 };
                 let dj = [at(nb.dx, j), at(nb.dy, j), at(nb.dz, j)];
-                let first = if a == b { (j + 1).saturating_sub(rb.start) } else { 0 };
+                let first = if a == b {
+                    (j + 1).saturating_sub(rb.start)
+                } else {
+                    0
+                };
                 for i in first..n {
                     let k = rb.start + i;
                     let uk = [at(x0, i), at(x1, i), at(x2, i)];
@@ -1291,7 +1295,8 @@ mod tests {
                             l.iter_mut().for_each(|x| *x = T::ZERO);
                         }
                         if batched {
-                            let mut cache = PairCache::for_forces(&mut pairs, filled, ChannelMemo::empty());
+                            let mut cache =
+                                PairCache::for_forces(&mut pairs, filled, ChannelMemo::empty());
                             if kind.is_angular() {
                                 angular_forces::<T, W>(
                                     &g, &plan, &lanes_nb, &zs, &mut slots, &mut cache, &m,
