@@ -232,6 +232,10 @@ impl<T: Real> Plan<T> {
                     *zs = zi as u8;
                     p.negative |= u32::from(l < T::ZERO) << s;
                 }
+                // One instantiation only on microcontrollers without the feature (flash).
+                if LANES == 1 && !cfg!(feature = "multi-channel") && p.channels > 1 {
+                    return false;
+                }
                 p.find_powers();
                 true
             }
@@ -963,8 +967,9 @@ fn cut<'s, T>(s: &'s [T], ks: &core::ops::Range<usize>) -> &'s [T] {
 }
 
 /// Calls `$f::<T, W, NC>` with NC the smallest supported channel count ≥ the plan's: one
-/// instantiation per count on hosts, a single one (`MAX_CHANNELS`) on microcontrollers, where
-/// flash matters more than the unused lanes.
+/// instantiation per count on hosts; on microcontrollers one for a single channel and one
+/// (`MAX_CHANNELS`, feature `multi-channel`) for the rest, where flash matters more than the
+/// unused lanes.
 macro_rules! by_channels {
     ($plan:expr, $f:ident($($arg:expr),*)) => {
         match instantiated($plan.channels) {
@@ -972,6 +977,8 @@ macro_rules! by_channels {
             2 => $f::<T, W, 2>($($arg),*),
             3 => $f::<T, W, 3>($($arg),*),
             4 => $f::<T, W, 4>($($arg),*),
+            // Plans with several channels are not built then (`Plan::build`).
+            _ if LANES == 1 && !cfg!(feature = "multi-channel") => $f::<T, W, 1>($($arg),*),
             _ => $f::<T, W, MAX_CHANNELS>($($arg),*),
         }
     };
