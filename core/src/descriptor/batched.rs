@@ -826,12 +826,12 @@ fn for_each_batch<T: Real, const W: usize, const NC: usize>(
 /// cut once per row to the row's k range, so the pair loop reads them without masks or bounds
 /// checks, and a batch is built from its final values instead of zeros.
 #[inline(always)]
-fn for_each_pair<T: Real, const W: usize, const NC: usize>(
+fn for_each_pair<'s, T: Real, const W: usize, const NC: usize>(
     g: &Group<'_, T>,
     plan: &Plan<T>,
-    nb: &Lanes<'_, T>,
+    nb: &Lanes<'s, T>,
     zs: &[T],
-    slots: &[T],
+    slots: &'s [T],
     cache: &mut PairCache<'_, T>,
     mut visit: impl FnMut(&Row<T, NC>, &Batch<T, W, NC>),
 ) {
@@ -863,10 +863,18 @@ fn for_each_pair<T: Real, const W: usize, const NC: usize>(
             let (a, b) = if weighted { (a, b) } else { (g.e1, g.e2) };
             let (ra, rb) = (nb.range(a), nb.range(b));
             // Block b's slices, cut once; k = rb.start + i.
+            // Each of them exactly n long (the slot cache and the lanes hold every neighbour),
+            // which lets the pair loop index them without bounds checks.
             let n = rb.len();
+            let get = |s: &'s [T]| s.get(rb.clone());
+            let (Some(x0), Some(x1), Some(x2), Some(xi)) = (get(u0), get(u1), get(u2), get(inv))
+            else {
+                continue;
+            };
+            let (Some(dx), Some(dy), Some(dz)) = (get(nb.dx), get(nb.dy), get(nb.dz)) else {
+                continue;
+            };
             let cut = |s| cut(s, &rb);
-            let (x0, x1, x2, xi) = (cut(u0), cut(u1), cut(u2), cut(inv));
-            let (dx, dy, dz) = (cut(nb.dx), cut(nb.dy), cut(nb.dz));
             let (hk, dhk) = (h.map(cut), dh.map(cut));
             for j in ra {
                 if at(nb.r, j) >= rc {
@@ -887,7 +895,7 @@ fn for_each_pair<T: Real, const W: usize, const NC: usize>(
                 };
                 for i in first..n {
                     let k = rb.start + i;
-                    let uk = [at(x0, i), at(x1, i), at(x2, i)];
+                    let uk = [x0[i], x1[i], x2[i]];
                     let cos = row.u[0] * uk[0] + row.u[1] * uk[1] + row.u[2] * uk[2];
                     let mut bh = [[T::ZERO; W]; NC];
                     let mut bdh = [[T::ZERO; W]; NC];
@@ -901,7 +909,7 @@ fn for_each_pair<T: Real, const W: usize, const NC: usize>(
                         end: rb.end,
                         cos: [cos; W],
                         u: uk.map(|x| [x; W]),
-                        inv_r: [at(xi, i); W],
+                        inv_r: [xi[i]; W],
                         ujk: [[T::ZERO; W]; 3],
                         h: bh,
                         dh: bdh,
@@ -909,11 +917,7 @@ fn for_each_pair<T: Real, const W: usize, const NC: usize>(
                         dhjk: [[T::ZERO; W]; NC],
                     };
                     if narrow {
-                        let djk = [
-                            [at(dx, i) - dj[0]; W],
-                            [at(dy, i) - dj[1]; W],
-                            [at(dz, i) - dj[2]; W],
-                        ];
+                        let djk = [[dx[i] - dj[0]; W], [dy[i] - dj[1]; W], [dz[i] - dj[2]; W]];
                         let at_c = cache.cursor;
                         cache.cursor = at_c + size;
                         let ir = match cache.buf.get(at_c..at_c + size) {
