@@ -1060,6 +1060,9 @@ fn angular_forces_nc<T: Real, const W: usize, const NC: usize>(
     m: &[T],
     work: &mut WorkLanes<'_, T>,
 ) {
+    if W == 1 {
+        return angular_forces_one::<T, W, NC>(g, plan, nb, zs, slots, cache, m, work);
+    }
     for_each_batch::<T, W, NC>(g, plan, nb, zs, slots, cache, |row, b| {
         // Q_c = Σ m_s P_s and Q′_c = Σ m_s P′_s over the functions of channel c.
         let mut q = [[T::ZERO; W]; NC];
@@ -1107,6 +1110,73 @@ fn angular_forces_nc<T: Real, const W: usize, const NC: usize>(
                 *x += t;
             }
             add_lanes(lane, b.k, b.end, gkx);
+        }
+    });
+}
+
+/// [`angular_forces_nc`] for one lane (`W` = 1): the same arithmetic in the same order on
+/// scalars (lane 0 of each batch), with the three gradient components written straight into
+/// their lanes instead of through lane arrays and masked stores.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn angular_forces_one<T: Real, const W: usize, const NC: usize>(
+    g: &Group<'_, T>,
+    plan: &Plan<T>,
+    nb: &Lanes<'_, T>,
+    zs: &[T],
+    slots: &[T],
+    cache: &mut PairCache<'_, T>,
+    m: &[T],
+    work: &mut WorkLanes<'_, T>,
+) {
+    let n = plan.n.min(MAX_FUNCTIONS).min(m.len());
+    let nc = live::<T, NC>(plan);
+    let (gx, gy, gz) = (&mut *work.gx, &mut *work.gy, &mut *work.gz);
+    for_each_batch::<T, W, NC>(g, plan, nb, zs, slots, cache, |row, b| {
+        let cos = b.cos[0];
+        // Q_c = Σ m_s P_s and Q′_c = Σ m_s P′_s over the functions of channel c.
+        let mut q = [T::ZERO; NC];
+        let mut qp = [T::ZERO; NC];
+        for s in 0..n {
+            let (c, zeta, lambda) = plan.function(s);
+            let ms = m[s];
+            let raw = T::ONE + lambda * cos;
+            let base = raw.max(T::ZERO);
+            let pm1 = powu::<T, 1>([base], zeta - 1)[0];
+            let scale = ms * T::from_usize(zeta as usize) * lambda;
+            if let (Some(q), Some(qp)) = (q.get_mut(c), qp.get_mut(c)) {
+                *q = *q + ms * pm1 * base;
+                *qp = *qp + if raw > T::ZERO { scale * pm1 } else { T::ZERO };
+            }
+        }
+        let (mut a_ij, mut a_ik, mut a_jk, mut a_c) = (T::ZERO, T::ZERO, T::ZERO, T::ZERO);
+        for c in 0..nc.min(NC) {
+            let (hj, dhj) = (row.h[c], row.dh[c]);
+            let (q, qp) = (q[c], qp[c]);
+            let (hk, dhk, hjk, dhjk) = (b.h[c][0], b.dh[c][0], b.hjk[c][0], b.dhjk[c][0]);
+            a_ij = a_ij + q * dhj * hk * hjk;
+            a_ik = a_ik + q * hj * dhk * hjk;
+            a_jk = a_jk + q * hj * hk * dhjk;
+            a_c = a_c + qp * hj * hk * hjk;
+        }
+        let cj = a_c * row.inv_r;
+        let ck = a_c * b.inv_r[0];
+        // ∂cos/∂d_ij = (u_k − cos u_j)/r_ij; ∂r_jk/∂d_ij = −u_jk; ∂r_jk/∂d_ik = u_jk.
+        let (uj, uk, ujk) = (row.u, [b.u[0][0], b.u[1][0], b.u[2][0]], b.ujk);
+        let gj = |x: usize| a_ij * uj[x] - a_jk * ujk[x][0] + cj * (uk[x] - cos * uj[x]);
+        let gk = |x: usize| a_ik * uk[x] + a_jk * ujk[x][0] + ck * (uj[x] - cos * uk[x]);
+        // Written out per component: loops over three lanes do not unroll at opt-level "s".
+        if let (Some(x), Some(y), Some(z)) =
+            (gx.get_mut(row.j), gy.get_mut(row.j), gz.get_mut(row.j))
+        {
+            *x += T::ZERO + gj(0);
+            *y += T::ZERO + gj(1);
+            *z += T::ZERO + gj(2);
+        }
+        if let (Some(x), Some(y), Some(z)) = (gx.get_mut(b.k), gy.get_mut(b.k), gz.get_mut(b.k)) {
+            *x += gk(0);
+            *y += gk(1);
+            *z += gk(2);
         }
     });
 }
