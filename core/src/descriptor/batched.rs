@@ -1188,6 +1188,9 @@ pub(crate) fn radial_values<T: Real, const W: usize>(
     zs: &[T],
     acc: &mut [T],
 ) {
+    if W == 1 {
+        return radial_values_one(g, nb, zs, acc);
+    }
     let rc = g.cutoff.rc();
     let (eta, rs) = (g.lane(0), g.lane(1));
     let mut sums = LaneSums::<T, W>::new();
@@ -1219,6 +1222,9 @@ pub(crate) fn radial_forces<T: Real, const W: usize>(
     m: &[T],
     work: &mut WorkLanes<'_, T>,
 ) {
+    if W == 1 {
+        return radial_forces_one(g, nb, zs, slots, m, work);
+    }
     let cap = nb.r.len();
     let rc = g.cutoff.rc();
     let (eta, rs) = (g.lane(0), g.lane(1));
@@ -1249,6 +1255,71 @@ pub(crate) fn radial_forces<T: Real, const W: usize>(
                 add_lanes(lane, k, range.end, lanes!(l => coef[l] * uk[l]));
             }
             k += W;
+        }
+    }
+}
+
+/// [`radial_values`] for one lane (`W` = 1): the same arithmetic in the same order, each block
+/// walked as a slice (no lane masks, no bounds checks per neighbour or function).
+fn radial_values_one<T: Real>(g: &Group<'_, T>, nb: &Lanes<'_, T>, zs: &[T], acc: &mut [T]) {
+    let (eta, rs) = (g.lane(0), g.lane(1));
+    let mut sum = [T::ZERO; MAX_FUNCTIONS];
+    let mut comp = [T::ZERO; MAX_FUNCTIONS];
+    for (e, w) in blocks(g, zs) {
+        for &r in nb.r.get(nb.range(e)).unwrap_or(&[]) {
+            let (f, _) = g.cutoff.eval_lanes([r]);
+            let fw = f[0] * w;
+            let terms = eta.iter().zip(rs).zip(sum.iter_mut().zip(comp.iter_mut()));
+            for ((&e, &r0), (s, c)) in terms {
+                add(s, c, (-e * (r - r0) * (r - r0)).exp() * fw);
+            }
+        }
+    }
+    for ((a, &s), &c) in acc.iter_mut().zip(&sum).zip(&comp) {
+        let mut t = T::ZERO;
+        t += s - c;
+        *a += t;
+    }
+}
+
+/// [`radial_forces`] for one lane (`W` = 1): the same arithmetic in the same order, each block
+/// walked as zipped slices.
+fn radial_forces_one<'s, T: Real>(
+    g: &Group<'_, T>,
+    nb: &Lanes<'s, T>,
+    zs: &[T],
+    slots: &'s [T],
+    m: &[T],
+    work: &mut WorkLanes<'_, T>,
+) {
+    let cap = nb.r.len();
+    let (eta, rs) = (g.lane(0), g.lane(1));
+    for (e, w) in blocks(g, zs) {
+        let range = nb.range(e);
+        let get = |s: &'s [T]| s.get(range.clone()).unwrap_or(&[]);
+        let (r, ux, uy, uz) = (
+            get(nb.r),
+            get(part(slots, 0, cap)),
+            get(part(slots, 1, cap)),
+            get(part(slots, 2, cap)),
+        );
+        let gx = work.gx.get_mut(range.clone()).unwrap_or(&mut []);
+        let gy = work.gy.get_mut(range.clone()).unwrap_or(&mut []);
+        let gz = work.gz.get_mut(range.clone()).unwrap_or(&mut []);
+        let geo = r.iter().zip(ux).zip(uy).zip(uz);
+        let out = gx.iter_mut().zip(gy.iter_mut()).zip(gz.iter_mut());
+        for ((((&r, &ux), &uy), &uz), ((gx, gy), gz)) in geo.zip(out) {
+            let (f, df) = g.cutoff.eval_lanes([r]);
+            let (f, df) = (f[0], df[0]);
+            let mut coef = T::ZERO;
+            for ((&e, &r0), &ms) in eta.iter().zip(rs).zip(m) {
+                let mw = ms * w;
+                let x = r - r0;
+                coef = coef + mw * (-e * x * x).exp() * (df - T::TWO * e * x * f);
+            }
+            *gx += coef * ux;
+            *gy += coef * uy;
+            *gz += coef * uz;
         }
     }
 }
