@@ -189,11 +189,10 @@ impl<T: Real> Plan<T> {
         if g.n > MAX_FUNCTIONS {
             return false;
         }
+        // η and r_s beyond `channels` keep stale values: nothing reads them.
         let p = self;
         p.n = g.n;
         p.channels = 0;
-        p.eta = [T::ZERO; MAX_CHANNELS];
-        p.rs = [T::ZERO; MAX_CHANNELS];
         p.negative = 0;
         p.power = [0; MAX_CHANNELS];
         p.eta0 = T::ZERO;
@@ -505,7 +504,7 @@ fn fill_channels<T: Real, const W: usize>(
     let rc = g.cutoff.rc();
     let (_, chans) = crate::neighbors::split(slots, 4 * cap);
     let weighted = g.kind.is_weighted();
-    // Only the plan's channels are compared (both hold zeros beyond them).
+    // Only the plan's channels are compared (beyond them the plan holds stale values).
     let nc = plan.channels.min(MAX_CHANNELS);
     let same = memo.cutoff == Some(g.cutoff)
         && memo.weighted == weighted
