@@ -1136,16 +1136,15 @@ fn angular_forces_one<T: Real, const W: usize, const NC: usize>(
         // Q_c = Σ m_s P_s and Q′_c = Σ m_s P′_s over the functions of channel c.
         let mut q = [T::ZERO; NC];
         let mut qp = [T::ZERO; NC];
-        for s in 0..n {
+        for (s, &ms) in m.iter().enumerate().take(n) {
             let (c, zeta, lambda) = plan.function(s);
-            let ms = m[s];
             let raw = T::ONE + lambda * cos;
             let base = raw.max(T::ZERO);
             let pm1 = powu::<T, 1>([base], zeta - 1)[0];
             let scale = ms * T::from_usize(zeta as usize) * lambda;
             if let (Some(q), Some(qp)) = (q.get_mut(c), qp.get_mut(c)) {
-                *q = *q + ms * pm1 * base;
-                *qp = *qp + if raw > T::ZERO { scale * pm1 } else { T::ZERO };
+                *q += ms * pm1 * base;
+                *qp += if raw > T::ZERO { scale * pm1 } else { T::ZERO };
             }
         }
         let (mut a_ij, mut a_ik, mut a_jk, mut a_c) = (T::ZERO, T::ZERO, T::ZERO, T::ZERO);
@@ -1153,10 +1152,10 @@ fn angular_forces_one<T: Real, const W: usize, const NC: usize>(
             let (hj, dhj) = (row.h[c], row.dh[c]);
             let (q, qp) = (q[c], qp[c]);
             let (hk, dhk, hjk, dhjk) = (b.h[c][0], b.dh[c][0], b.hjk[c][0], b.dhjk[c][0]);
-            a_ij = a_ij + q * dhj * hk * hjk;
-            a_ik = a_ik + q * hj * dhk * hjk;
-            a_jk = a_jk + q * hj * hk * dhjk;
-            a_c = a_c + qp * hj * hk * hjk;
+            a_ij += q * dhj * hk * hjk;
+            a_ik += q * hj * dhk * hjk;
+            a_jk += q * hj * hk * dhjk;
+            a_c += qp * hj * hk * hjk;
         }
         let cj = a_c * row.inv_r;
         let ck = a_c * b.inv_r[0];
@@ -1314,7 +1313,7 @@ fn radial_forces_one<'s, T: Real>(
             for ((&e, &r0), &ms) in eta.iter().zip(rs).zip(m) {
                 let mw = ms * w;
                 let x = r - r0;
-                coef = coef + mw * (-e * x * x).exp() * (df - T::TWO * e * x * f);
+                coef += mw * (-e * x * x).exp() * (df - T::TWO * e * x * f);
             }
             *gx += coef * ux;
             *gy += coef * uy;

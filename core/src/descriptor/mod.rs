@@ -277,7 +277,8 @@ pub(crate) fn prefactors<T: Real>(g: &Group<'_, T>, out: &mut [T]) {
 /// Adds the values of group `g` (prefactors included) into `acc` (one per function). `zs` holds
 /// the atomic number of each species of the model; `row` is scratch of the group's size;
 /// `slots` is the batched kernels' neighbour cache, with its geometry part filled by
-/// [`batched::fill_geometry`] for this neighbour set; `plan` is scratch for the group's plan.
+/// [`batched::fill_geometry`] for this neighbour set; `plan` is the group's plan when the
+/// batched kernels take it ([`batched::Plan::build`]; angular kinds only, radial ones need none).
 #[allow(clippy::too_many_arguments)]
 #[cfg_attr(
     not(any(feature = "reference-fallback", feature = "polynomial")),
@@ -292,7 +293,7 @@ pub(crate) fn values<T: Real>(
     row: &mut [T],
     slots: &mut [T],
     cache: &mut batched::PairCache<'_, T>,
-    plan: &mut batched::Plan<T>,
+    plan: Option<&batched::Plan<T>>,
 ) {
     const W: usize = batched::LANES;
     match (g.kind.is_polynomial(), g.kind.is_angular()) {
@@ -303,7 +304,7 @@ pub(crate) fn values<T: Real>(
         #[cfg(not(feature = "polynomial"))]
         (true, _) => {}
         (false, true) => {
-            if plan.build(g) {
+            if let Some(plan) = plan {
                 batched::angular_values::<T, W>(g, plan, nb, zs, slots, cache, acc);
                 plan.scale_by_prefactors(acc);
             } else {
@@ -329,7 +330,7 @@ pub(crate) fn values<T: Real>(
 /// The force path: adds Σ_s m_s ∂G_s/∂d_j of group `g` into the gradient lanes of `work`, with
 /// `m` the multipliers of the functions without their prefactors (multiplied in here, in place),
 /// through the batched kernels where they apply (`slots` as for [`values`]; `cache` holds what
-/// the value pass stored; `plan` is scratch for the group's plan).
+/// the value pass stored; `plan` as for [`values`]).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn forces<T: Real>(
     g: &Group<'_, T>,
@@ -339,12 +340,12 @@ pub(crate) fn forces<T: Real>(
     m: &mut [T],
     slots: &mut [T],
     cache: &mut batched::PairCache<'_, T>,
-    plan: &mut batched::Plan<T>,
+    plan: Option<&batched::Plan<T>>,
 ) {
     const W: usize = batched::LANES;
     if !g.kind.is_polynomial() {
         if g.kind.is_angular() {
-            if plan.build(g) {
+            if let Some(plan) = plan {
                 plan.scale_by_prefactors(m);
                 batched::angular_forces::<T, W>(g, plan, nb, zs, slots, cache, m, work);
                 return;
