@@ -1010,6 +1010,9 @@ fn angular_values_nc<T: Real, const W: usize, const NC: usize>(
     cache: &mut PairCache<'_, T>,
     acc: &mut [T],
 ) {
+    if W == 1 {
+        return angular_values_one::<T, W, NC>(g, plan, nb, zs, slots, cache, acc);
+    }
     let mut sums = LaneSums::<T, W>::new();
     for_each_batch::<T, W, NC>(g, plan, nb, zs, slots, cache, |row, b| {
         let nc = live::<T, NC>(plan);
@@ -1026,6 +1029,43 @@ fn angular_values_nc<T: Real, const W: usize, const NC: usize>(
         }
     });
     sums.reduce(acc);
+}
+
+/// [`angular_values_nc`] for one lane (`W` = 1): the same arithmetic in the same order on
+/// scalars (lane 0 of each batch).
+#[inline(always)]
+fn angular_values_one<T: Real, const W: usize, const NC: usize>(
+    g: &Group<'_, T>,
+    plan: &Plan<T>,
+    nb: &Lanes<'_, T>,
+    zs: &[T],
+    slots: &[T],
+    cache: &mut PairCache<'_, T>,
+    acc: &mut [T],
+) {
+    let n = plan.n.min(MAX_FUNCTIONS);
+    let nc = live::<T, NC>(plan);
+    let mut sum = [T::ZERO; MAX_FUNCTIONS];
+    let mut comp = [T::ZERO; MAX_FUNCTIONS];
+    for_each_batch::<T, W, NC>(g, plan, nb, zs, slots, cache, |row, b| {
+        let cos = b.cos[0];
+        let mut hh = [T::ZERO; NC];
+        for (c, o) in hh.iter_mut().enumerate().take(nc) {
+            *o = row.h[c] * b.h[c][0] * b.hjk[c][0];
+        }
+        let sums = sum.iter_mut().zip(comp.iter_mut());
+        for (s, (sm, cm)) in sums.enumerate().take(n) {
+            let (c, zeta, lambda) = plan.function(s);
+            let base = (T::ONE + lambda * cos).max(T::ZERO);
+            let p = powu::<T, 1>([base], zeta)[0];
+            add(sm, cm, p * hh.get(c).copied().unwrap_or(T::ZERO));
+        }
+    });
+    for ((a, &s), &c) in acc.iter_mut().zip(&sum).zip(&comp) {
+        let mut t = T::ZERO;
+        t += s - c;
+        *a += t;
+    }
 }
 
 /// Back-propagates multipliers `m` (prefactors included) of angular group `g` into the
