@@ -763,10 +763,18 @@ impl<'a, T: Real> Model<'a, T> {
         let want_grad = forces.is_some();
         let mut w = [[0.0; 3]; 3];
         let species = system.species.get(atoms.clone()).unwrap_or(&[]);
+        let mut memo = GroupMemo::new();
         for (i, &si) in atoms.zip(species) {
             probe.enter(Stage::Neighbors);
             list.neighbors_of(i, neighbors)?;
-            let e = self.evaluate(usize::from(si), neighbors, scratch, want_grad, probe)?;
+            let e = self.evaluate(
+                usize::from(si),
+                neighbors,
+                scratch,
+                want_grad,
+                probe,
+                &mut memo,
+            )?;
             *energy += e;
             if let Some((es, first)) = energies.as_mut() {
                 if let Some(x) = es.get_mut(i.wrapping_sub(*first)) {
@@ -922,6 +930,7 @@ impl<'a, T: Real> Model<'a, T> {
         rec: &SpeciesRec,
         nb: &mut NeighborSet<'_, T>,
         sc: &mut AtomScratch<'_, T>,
+        memo: &mut GroupMemo<'a, T>,
     ) -> Result<(), ComputeError> {
         let g_out =
             sc.g.get_mut(..rec.n_features)
@@ -930,22 +939,21 @@ impl<'a, T: Real> Model<'a, T> {
         let (lanes, mut work) = nb.lanes();
         descriptor::batched::fill_geometry(&lanes, sc.slots);
         let mut cache = PairCache::for_values(sc.pairs);
-        for gi in rec.group_start..rec.group_start + rec.group_count {
-            let g = self.group(gi)?;
+        for (i, gi) in (rec.group_start..rec.group_start + rec.group_count).enumerate() {
+            let (g, plan) = memo.get(self, i, gi)?;
             let acc = sc.acc.get_mut(..g.n).ok_or(ComputeError::CorruptModel)?;
             acc.iter_mut().for_each(|x| *x = T::ZERO);
             let row = sc.row.get_mut(..g.n).ok_or(ComputeError::CorruptModel)?;
-            let pref = sc.mult.get_mut(..g.n).ok_or(ComputeError::CorruptModel)?;
             descriptor::values(
-                &g,
+                g,
                 &lanes,
                 &mut work,
                 self.zs(),
                 acc,
-                pref,
                 row,
                 sc.slots,
                 &mut cache,
+                plan,
             );
             for (s, &v) in acc.iter().enumerate() {
                 if let Some(x) = g_out.get_mut(g.feature(s)) {
@@ -966,11 +974,12 @@ impl<'a, T: Real> Model<'a, T> {
         sc: &mut AtomScratch<'_, T>,
         want_grad: bool,
         probe: &mut impl Probe,
+        memo: &mut GroupMemo<'a, T>,
     ) -> Result<f64, ComputeError> {
         let rec = self.species(species)?;
         let nf = rec.n_features;
         probe.enter(Stage::Descriptors);
-        self.features(&rec, nb, sc)?;
+        self.features(&rec, nb, sc, memo)?;
         probe.enter(Stage::Network);
         // Scaling: G_s = (G − sub)·mul + add, with [e_ref, sub[nf], mul[nf], add[nf]] in reals.
         let sr = self
@@ -1055,14 +1064,23 @@ impl<'a, T: Real> Model<'a, T> {
             g.iter_mut().take(n_nb).for_each(|x| *x = T::ZERO);
         }
         let mut cache = PairCache::for_forces(sc.pairs, sc.pairs_filled, sc.channels);
-        for gi in rec.group_start..rec.group_start + rec.group_count {
-            let g = self.group(gi)?;
+        for (i, gi) in (rec.group_start..rec.group_start + rec.group_count).enumerate() {
+            let (g, plan) = memo.get(self, i, gi)?;
             let mult = sc.mult.get_mut(..g.n).ok_or(ComputeError::CorruptModel)?;
-            descriptor::prefactors(&g, mult);
+            // dE/dG of each function; `forces` multiplies the prefactors in.
             for (s, m) in mult.iter_mut().enumerate() {
-                *m *= sc.dedg.get(g.feature(s)).copied().unwrap_or(T::ZERO);
+                *m = sc.dedg.get(g.feature(s)).copied().unwrap_or(T::ZERO);
             }
-            descriptor::forces(&g, &lanes, &mut work, self.zs(), mult, sc.slots, &mut cache);
+            descriptor::forces(
+                g,
+                &lanes,
+                &mut work,
+                self.zs(),
+                mult,
+                sc.slots,
+                &mut cache,
+                plan,
+            );
         }
         Ok(energy)
     }
@@ -1089,7 +1107,8 @@ impl<'w, 'a, T: Real> AtomView<'_, 'w, 'a, T> {
     /// Raw descriptors G of this atom (its species' feature vector).
     pub fn descriptors(&mut self) -> Result<&[T], ComputeError> {
         let rec = self.model.species(usize::from(self.species))?;
-        self.model.features(&rec, self.nb, self.sc)?;
+        let memo = &mut GroupMemo::new();
+        self.model.features(&rec, self.nb, self.sc, memo)?;
         Ok(self.sc.g.get(..rec.n_features).unwrap_or(&[]))
     }
 
@@ -1103,6 +1122,7 @@ impl<'w, 'a, T: Real> AtomView<'_, 'w, 'a, T> {
             self.sc,
             gradient,
             &mut (),
+            &mut GroupMemo::new(),
         )
     }
 
@@ -1120,6 +1140,58 @@ impl<'w, 'a, T: Real> AtomView<'_, 'w, 'a, T> {
     /// `out` must hold `n_features × capacity × 3` reals; it is overwritten.
     pub fn jacobian(&mut self, out: &mut [T]) -> Result<(), ComputeError> {
         self.model.jacobian(self.species, self.nb, self.sc, out)
+    }
+}
+
+/// Groups of a species kept decoded and planned (later ones are decoded per pass). About 220
+/// bytes each on a 32-bit target: the firmware's stack high-water mark grows by ~4.4 KB.
+const GROUP_MEMO: usize = 10;
+
+/// Decoded groups and their batched-kernel plans, reused by both passes of an atom and by
+/// consecutive atoms of one species (on a microcontroller, decoding and planning every group
+/// twice per atom cost ~7 % of an evaluation). Slot i holds group `group_start + i` of the
+/// species last evaluated; a slot is rebuilt when it holds another group.
+pub(crate) struct GroupMemo<'a, T> {
+    slots: [Option<MemoSlot<'a, T>>; GROUP_MEMO],
+    /// For the groups beyond the slots.
+    spare: Option<MemoSlot<'a, T>>,
+}
+
+/// A group index, the group, its plan and whether the batched kernels take it with that plan
+/// (false for the radial kinds, which need none).
+type MemoSlot<'a, T> = (usize, Group<'a, T>, descriptor::batched::Plan<T>, bool);
+
+impl<'a, T: Real> GroupMemo<'a, T> {
+    #[inline(always)]
+    pub(crate) fn new() -> Self {
+        GroupMemo {
+            slots: [None; GROUP_MEMO],
+            spare: None,
+        }
+    }
+
+    /// Group `gi` (the species' `i`-th) and its plan (see [`descriptor::values`]), decoded and
+    /// planned unless slot `i` already holds them.
+    #[allow(clippy::type_complexity)]
+    fn get(
+        &mut self,
+        model: &Model<'a, T>,
+        i: usize,
+        gi: usize,
+    ) -> Result<(&Group<'a, T>, Option<&descriptor::batched::Plan<T>>), ComputeError> {
+        let slot = match self.slots.get_mut(i) {
+            Some(s) => s,
+            None => &mut self.spare,
+        };
+        if !matches!(slot, Some((k, ..)) if *k == gi) {
+            let g = model.group(gi)?;
+            let (_, g, plan, ok) = slot.insert((gi, g, descriptor::batched::Plan::empty(), false));
+            *ok = g.kind.is_angular() && !g.kind.is_polynomial() && plan.build(g);
+        }
+        match slot {
+            Some((_, g, plan, ok)) => Ok((&*g, ok.then_some(&*plan))),
+            None => Err(ComputeError::CorruptModel),
+        }
     }
 }
 

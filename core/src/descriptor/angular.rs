@@ -35,6 +35,14 @@ pub(crate) fn prefactors<T: Real>(g: &Group<'_, T>, pref: &mut [T]) {
     }
 }
 
+/// Multiplies each of `v` (one per function) by its prefactor 2^(1−ζ) (as [`prefactors`]).
+#[cfg(feature = "reference-fallback")]
+pub(crate) fn scale_by_prefactors<T: Real>(g: &Group<'_, T>, v: &mut [T]) {
+    for (x, &z) in v.iter_mut().zip(g.lane(2)) {
+        *x *= pow_zeta_m1(T::HALF, z);
+    }
+}
+
 /// Fills the cutoff cache for the slots of the group's species (all species for the
 /// element-weighted kind).
 fn cache_cutoffs<T: Real>(

@@ -154,14 +154,10 @@ const fn max_power<T: Real>() -> u32 {
 }
 
 impl<T: Real> Plan<T> {
-    /// The plan of `g`, or `None` when the batched kernels do not take it.
-    pub fn new(g: &Group<'_, T>) -> Option<Self> {
-        use DescriptorKind::*;
-        if g.n > MAX_FUNCTIONS {
-            return None;
-        }
-        let mut p = Plan {
-            n: g.n,
+    /// An empty plan, to be filled by [`Plan::build`].
+    pub fn empty() -> Self {
+        Plan {
+            n: 0,
             channels: 0,
             chan: [0; MAX_FUNCTIONS],
             eta: [T::ZERO; MAX_CHANNELS],
@@ -170,37 +166,79 @@ impl<T: Real> Plan<T> {
             negative: 0,
             power: [0; MAX_CHANNELS],
             eta0: T::ZERO,
-        };
+        }
+    }
+
+    /// The plan of `g`, or `None` when the batched kernels do not take it.
+    pub fn new(g: &Group<'_, T>) -> Option<Self> {
+        let mut p = Self::empty();
+        p.build(g).then_some(p)
+    }
+
+    /// Whether the batched kernels take radial group `g` (they need no plan for it).
+    pub fn takes_radial(g: &Group<'_, T>) -> bool {
+        g.n <= MAX_FUNCTIONS
+    }
+
+    /// Overwrites `self` with the plan of `g` in place (a group's plan is built per group and
+    /// pass: on a microcontroller, building a fresh one and moving it through an `Option` cost
+    /// a tenth of an evaluation). False when the batched kernels do not take `g`; the plan is
+    /// then unusable.
+    pub fn build(&mut self, g: &Group<'_, T>) -> bool {
+        use DescriptorKind::*;
+        if g.n > MAX_FUNCTIONS {
+            return false;
+        }
+        // η and r_s beyond `channels` keep stale values: nothing reads them.
+        let p = self;
+        p.n = g.n;
+        p.channels = 0;
+        p.negative = 0;
+        p.power = [0; MAX_CHANNELS];
+        p.eta0 = T::ZERO;
         match g.kind {
-            Radial | RadialWeighted => Some(p),
+            Radial | RadialWeighted => {
+                p.chan = [0; MAX_FUNCTIONS];
+                p.zeta = [1; MAX_FUNCTIONS];
+                true
+            }
             AngularNarrow | AngularWide | AngularNarrowWeighted => {
                 let (eta, rs, zeta, lambda) = (g.lane(0), g.lane(1), g.lane(2), g.lane(3));
                 let params = eta.iter().zip(rs).zip(zeta).zip(lambda);
                 let slots = p.chan.iter_mut().zip(p.zeta.iter_mut());
                 for (s, ((((&e, &r0), &z), &l), (ch, zs))) in params.zip(slots).enumerate() {
                     // Compared in T: on an f32-only FPU f64 comparisons are library calls.
+                    // ζ is an integer in 1..=MAX_ZETA: it converts to u32 and back unchanged.
                     let in_range = z >= T::ONE && z <= T::from_usize(MAX_ZETA as usize);
-                    if !in_range || z != z.floor() || (l != T::ONE && l != -T::ONE) {
-                        return None;
+                    let zi = if in_range { z.to_u32() } else { 0 };
+                    if !in_range || T::from_usize(zi as usize) != z || (l != T::ONE && l != -T::ONE)
+                    {
+                        return false;
                     }
                     let mut known = p.eta.iter().zip(&p.rs).take(p.channels);
                     *ch = match known.position(|(&a, &b)| a == e && b == r0) {
                         Some(c) => c as u8,
                         None => {
                             let c = p.channels;
-                            *p.eta.get_mut(c)? = e;
-                            *p.rs.get_mut(c)? = r0;
+                            match (p.eta.get_mut(c), p.rs.get_mut(c)) {
+                                (Some(a), Some(b)) => (*a, *b) = (e, r0),
+                                _ => return false,
+                            }
                             p.channels += 1;
                             c as u8
                         }
                     };
-                    *zs = z.to_u32() as u8;
+                    *zs = zi as u8;
                     p.negative |= u32::from(l < T::ZERO) << s;
                 }
+                // One instantiation only on microcontrollers without the feature (flash).
+                if LANES == 1 && !cfg!(feature = "multi-channel") && p.channels > 1 {
+                    return false;
+                }
                 p.find_powers();
-                Some(p)
+                true
             }
-            _ => None,
+            _ => false,
         }
     }
 
@@ -232,6 +270,14 @@ impl<T: Real> Plan<T> {
         }
         self.power = power;
         self.eta0 = eta0;
+    }
+
+    /// Multiplies each of `v` (one per function) by its prefactor 2^(1−ζ), exact by repeated
+    /// halving (ζ is an integer here; no `powf`, no floor).
+    pub fn scale_by_prefactors(&self, v: &mut [T]) {
+        for (x, &z) in v.iter_mut().zip(&self.zeta).take(self.n) {
+            *x *= T::HALF.powu(u32::from(z).saturating_sub(1));
+        }
     }
 
     /// Distinct (η, r_s) channels (0 for the radial kinds).
@@ -458,11 +504,13 @@ fn fill_channels<T: Real, const W: usize>(
     let rc = g.cutoff.rc();
     let (_, chans) = crate::neighbors::split(slots, 4 * cap);
     let weighted = g.kind.is_weighted();
+    // Only the plan's channels are compared (beyond them the plan holds stale values).
+    let nc = plan.channels.min(MAX_CHANNELS);
     let same = memo.cutoff == Some(g.cutoff)
         && memo.weighted == weighted
         && memo.channels == plan.channels
-        && memo.eta == plan.eta
-        && memo.rs == plan.rs;
+        && memo.eta.get(..nc) == plan.eta.get(..nc)
+        && memo.rs.get(..nc) == plan.rs.get(..nc);
     if !same {
         *memo = ChannelMemo {
             blocks: 0,
@@ -650,6 +698,9 @@ fn for_each_batch<T: Real, const W: usize, const NC: usize>(
     cache: &mut PairCache<'_, T>,
     mut visit: impl FnMut(&Row<T, NC>, &Batch<T, W, NC>),
 ) {
+    if W == 1 {
+        return for_each_pair::<T, W, NC>(g, plan, nb, zs, slots, cache, visit);
+    }
     let cap = nb.r.len();
     let rc = g.cutoff.rc();
     let narrow = g.kind.is_narrow();
@@ -769,9 +820,159 @@ fn for_each_batch<T: Real, const W: usize, const NC: usize>(
     }
 }
 
+/// [`for_each_batch`] for one lane (`W` = 1, microcontrollers): the same pairs in the same
+/// order with the same arithmetic, without the lane scaffolding. Each pair block's slices are
+/// cut once per row to the row's k range, so the pair loop reads them without masks or bounds
+/// checks, and a batch is built from its final values instead of zeros.
+#[inline(always)]
+fn for_each_pair<'s, T: Real, const W: usize, const NC: usize>(
+    g: &Group<'_, T>,
+    plan: &Plan<T>,
+    nb: &Lanes<'s, T>,
+    zs: &[T],
+    slots: &'s [T],
+    cache: &mut PairCache<'_, T>,
+    mut visit: impl FnMut(&Row<T, NC>, &Batch<T, W, NC>),
+) {
+    let cap = nb.r.len();
+    let rc = g.cutoff.rc();
+    let narrow = g.kind.is_narrow();
+    let (u0, u1, u2, inv) = (
+        part(slots, 0, cap),
+        part(slots, 1, cap),
+        part(slots, 2, cap),
+        part(slots, 3, cap),
+    );
+    let nc = live::<T, NC>(plan);
+    let chan = |c: usize, i: usize| {
+        if c < nc {
+            part(slots, 4 + 2 * c + i, cap)
+        } else {
+            &[]
+        }
+    };
+    let h: [&[T]; NC] = core::array::from_fn(|c| chan(c, 0));
+    let dh: [&[T]; NC] = core::array::from_fn(|c| chan(c, 1));
+    let at = |s: &[T], i: usize| s.get(i).copied().unwrap_or(T::ZERO);
+    let weighted = g.kind.is_weighted();
+    let species = if weighted { zs.len() } else { 1 };
+    let size = 1 + 2 * nc;
+    for a in 0..species {
+        for b in a..species {
+            let (a, b) = if weighted { (a, b) } else { (g.e1, g.e2) };
+            let (ra, rb) = (nb.range(a), nb.range(b));
+            // Block b's slices, cut once; k = rb.start + i.
+            // Each of them exactly n long (the slot cache and the lanes hold every neighbour),
+            // which lets the pair loop index them without bounds checks.
+            let n = rb.len();
+            let get = |s: &'s [T]| s.get(rb.clone());
+            let (Some(x0), Some(x1), Some(x2), Some(xi)) = (get(u0), get(u1), get(u2), get(inv))
+            else {
+                continue;
+            };
+            let (Some(dx), Some(dy), Some(dz)) = (get(nb.dx), get(nb.dy), get(nb.dz)) else {
+                continue;
+            };
+            let cut = |s| cut(s, &rb);
+            let (hk, dhk) = (h.map(cut), dh.map(cut));
+            for j in ra {
+                if at(nb.r, j) >= rc {
+                    continue;
+                }
+                let row = Row {
+                    j,
+                    u: [at(u0, j), at(u1, j), at(u2, j)],
+                    inv_r: at(inv, j),
+                    h: h.map(|s| at(s, j)),
+                    dh: dh.map(|s| at(s, j)),
+                };
+                let dj = [at(nb.dx, j), at(nb.dy, j), at(nb.dz, j)];
+                let first = if a == b {
+                    (j + 1).saturating_sub(rb.start)
+                } else {
+                    0
+                };
+                for i in first..n {
+                    let k = rb.start + i;
+                    let uk = [x0[i], x1[i], x2[i]];
+                    let cos = row.u[0] * uk[0] + row.u[1] * uk[1] + row.u[2] * uk[2];
+                    let mut bh = [[T::ZERO; W]; NC];
+                    let mut bdh = [[T::ZERO; W]; NC];
+                    let hs = bh.iter_mut().zip(bdh.iter_mut()).zip(hk.iter().zip(&dhk));
+                    for ((bh, bdh), (hk, dhk)) in hs.take(nc) {
+                        *bh = [at(hk, i); W];
+                        *bdh = [at(dhk, i); W];
+                    }
+                    let mut batch = Batch {
+                        k,
+                        end: rb.end,
+                        cos: [cos; W],
+                        u: uk.map(|x| [x; W]),
+                        inv_r: [xi[i]; W],
+                        ujk: [[T::ZERO; W]; 3],
+                        h: bh,
+                        dh: bdh,
+                        hjk: [[T::ONE; W]; NC],
+                        dhjk: [[T::ZERO; W]; NC],
+                    };
+                    if narrow {
+                        let djk = [[dx[i] - dj[0]; W], [dy[i] - dj[1]; W], [dz[i] - dj[2]; W]];
+                        let at_c = cache.cursor;
+                        cache.cursor = at_c + size;
+                        let ir = match cache.buf.get(at_c..at_c + size) {
+                            Some(s) if !cache.fill && at_c + size <= cache.filled => {
+                                let out = batch.hjk.iter_mut().zip(batch.dhjk.iter_mut());
+                                for (c, (x, y)) in out.enumerate().take(nc) {
+                                    *x = [at(s, 1 + 2 * c); W];
+                                    *y = [at(s, 2 + 2 * c); W];
+                                }
+                                [at(s, 0); W]
+                            }
+                            _ => {
+                                let (ir, hjk, dhjk) = jk_factors::<T, W, NC>(g, plan, &djk);
+                                (batch.hjk, batch.dhjk) = (hjk, dhjk);
+                                if cache.fill {
+                                    if let Some(s) = cache.buf.get_mut(at_c..at_c + size) {
+                                        let mut o = s.iter_mut();
+                                        if let Some(x) = o.next() {
+                                            *x = ir[0];
+                                        }
+                                        for (h, dh) in hjk.iter().zip(&dhjk).take(nc) {
+                                            if let (Some(x), Some(y)) = (o.next(), o.next()) {
+                                                (*x, *y) = (h[0], dh[0]);
+                                            }
+                                        }
+                                        cache.filled = at_c + size;
+                                    }
+                                }
+                                ir
+                            }
+                        };
+                        batch.ujk = rows!(3, c => lanes!(l => djk[c][l] * ir[l]));
+                    }
+                    visit(&row, &batch);
+                }
+            }
+            if !weighted {
+                return;
+            }
+        }
+    }
+}
+
+/// `s[ks]` when it is that long, else empty.
+#[inline(always)]
+fn cut<'s, T>(s: &'s [T], ks: &core::ops::Range<usize>) -> &'s [T] {
+    match s.get(ks.clone()) {
+        Some(x) if x.len() == ks.len() => x,
+        _ => &[],
+    }
+}
+
 /// Calls `$f::<T, W, NC>` with NC the smallest supported channel count ≥ the plan's: one
-/// instantiation per count on hosts, a single one (`MAX_CHANNELS`) on microcontrollers, where
-/// flash matters more than the unused lanes.
+/// instantiation per count on hosts; on microcontrollers one for a single channel and one
+/// (`MAX_CHANNELS`, feature `multi-channel`) for the rest, where flash matters more than the
+/// unused lanes.
 macro_rules! by_channels {
     ($plan:expr, $f:ident($($arg:expr),*)) => {
         match instantiated($plan.channels) {
@@ -779,6 +980,8 @@ macro_rules! by_channels {
             2 => $f::<T, W, 2>($($arg),*),
             3 => $f::<T, W, 3>($($arg),*),
             4 => $f::<T, W, 4>($($arg),*),
+            // Plans with several channels are not built then (`Plan::build`).
+            _ if LANES == 1 && !cfg!(feature = "multi-channel") => $f::<T, W, 1>($($arg),*),
             _ => $f::<T, W, MAX_CHANNELS>($($arg),*),
         }
     };
@@ -807,6 +1010,9 @@ fn angular_values_nc<T: Real, const W: usize, const NC: usize>(
     cache: &mut PairCache<'_, T>,
     acc: &mut [T],
 ) {
+    if W == 1 {
+        return angular_values_one::<T, W, NC>(g, plan, nb, zs, slots, cache, acc);
+    }
     let mut sums = LaneSums::<T, W>::new();
     for_each_batch::<T, W, NC>(g, plan, nb, zs, slots, cache, |row, b| {
         let nc = live::<T, NC>(plan);
@@ -823,6 +1029,43 @@ fn angular_values_nc<T: Real, const W: usize, const NC: usize>(
         }
     });
     sums.reduce(acc);
+}
+
+/// [`angular_values_nc`] for one lane (`W` = 1): the same arithmetic in the same order on
+/// scalars (lane 0 of each batch).
+#[inline(always)]
+fn angular_values_one<T: Real, const W: usize, const NC: usize>(
+    g: &Group<'_, T>,
+    plan: &Plan<T>,
+    nb: &Lanes<'_, T>,
+    zs: &[T],
+    slots: &[T],
+    cache: &mut PairCache<'_, T>,
+    acc: &mut [T],
+) {
+    let n = plan.n.min(MAX_FUNCTIONS);
+    let nc = live::<T, NC>(plan);
+    let mut sum = [T::ZERO; MAX_FUNCTIONS];
+    let mut comp = [T::ZERO; MAX_FUNCTIONS];
+    for_each_batch::<T, W, NC>(g, plan, nb, zs, slots, cache, |row, b| {
+        let cos = b.cos[0];
+        let mut hh = [T::ZERO; NC];
+        for (c, o) in hh.iter_mut().enumerate().take(nc) {
+            *o = row.h[c] * b.h[c][0] * b.hjk[c][0];
+        }
+        let sums = sum.iter_mut().zip(comp.iter_mut());
+        for (s, (sm, cm)) in sums.enumerate().take(n) {
+            let (c, zeta, lambda) = plan.function(s);
+            let base = (T::ONE + lambda * cos).max(T::ZERO);
+            let p = powu::<T, 1>([base], zeta)[0];
+            add(sm, cm, p * hh.get(c).copied().unwrap_or(T::ZERO));
+        }
+    });
+    for ((a, &s), &c) in acc.iter_mut().zip(&sum).zip(&comp) {
+        let mut t = T::ZERO;
+        t += s - c;
+        *a += t;
+    }
 }
 
 /// Back-propagates multipliers `m` (prefactors included) of angular group `g` into the
@@ -856,6 +1099,9 @@ fn angular_forces_nc<T: Real, const W: usize, const NC: usize>(
     m: &[T],
     work: &mut WorkLanes<'_, T>,
 ) {
+    if W == 1 {
+        return angular_forces_one::<T, W, NC>(g, plan, nb, zs, slots, cache, m, work);
+    }
     for_each_batch::<T, W, NC>(g, plan, nb, zs, slots, cache, |row, b| {
         // Q_c = Σ m_s P_s and Q′_c = Σ m_s P′_s over the functions of channel c.
         let mut q = [[T::ZERO; W]; NC];
@@ -907,6 +1153,72 @@ fn angular_forces_nc<T: Real, const W: usize, const NC: usize>(
     });
 }
 
+/// [`angular_forces_nc`] for one lane (`W` = 1): the same arithmetic in the same order on
+/// scalars (lane 0 of each batch), with the three gradient components written straight into
+/// their lanes instead of through lane arrays and masked stores.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn angular_forces_one<T: Real, const W: usize, const NC: usize>(
+    g: &Group<'_, T>,
+    plan: &Plan<T>,
+    nb: &Lanes<'_, T>,
+    zs: &[T],
+    slots: &[T],
+    cache: &mut PairCache<'_, T>,
+    m: &[T],
+    work: &mut WorkLanes<'_, T>,
+) {
+    let n = plan.n.min(MAX_FUNCTIONS).min(m.len());
+    let nc = live::<T, NC>(plan);
+    let (gx, gy, gz) = (&mut *work.gx, &mut *work.gy, &mut *work.gz);
+    for_each_batch::<T, W, NC>(g, plan, nb, zs, slots, cache, |row, b| {
+        let cos = b.cos[0];
+        // Q_c = Σ m_s P_s and Q′_c = Σ m_s P′_s over the functions of channel c.
+        let mut q = [T::ZERO; NC];
+        let mut qp = [T::ZERO; NC];
+        for (s, &ms) in m.iter().enumerate().take(n) {
+            let (c, zeta, lambda) = plan.function(s);
+            let raw = T::ONE + lambda * cos;
+            let base = raw.max(T::ZERO);
+            let pm1 = powu::<T, 1>([base], zeta - 1)[0];
+            let scale = ms * T::from_usize(zeta as usize) * lambda;
+            if let (Some(q), Some(qp)) = (q.get_mut(c), qp.get_mut(c)) {
+                *q += ms * pm1 * base;
+                *qp += if raw > T::ZERO { scale * pm1 } else { T::ZERO };
+            }
+        }
+        let (mut a_ij, mut a_ik, mut a_jk, mut a_c) = (T::ZERO, T::ZERO, T::ZERO, T::ZERO);
+        for c in 0..nc.min(NC) {
+            let (hj, dhj) = (row.h[c], row.dh[c]);
+            let (q, qp) = (q[c], qp[c]);
+            let (hk, dhk, hjk, dhjk) = (b.h[c][0], b.dh[c][0], b.hjk[c][0], b.dhjk[c][0]);
+            a_ij += q * dhj * hk * hjk;
+            a_ik += q * hj * dhk * hjk;
+            a_jk += q * hj * hk * dhjk;
+            a_c += qp * hj * hk * hjk;
+        }
+        let cj = a_c * row.inv_r;
+        let ck = a_c * b.inv_r[0];
+        // ∂cos/∂d_ij = (u_k − cos u_j)/r_ij; ∂r_jk/∂d_ij = −u_jk; ∂r_jk/∂d_ik = u_jk.
+        let (uj, uk, ujk) = (row.u, [b.u[0][0], b.u[1][0], b.u[2][0]], b.ujk);
+        let gj = |x: usize| a_ij * uj[x] - a_jk * ujk[x][0] + cj * (uk[x] - cos * uj[x]);
+        let gk = |x: usize| a_ik * uk[x] + a_jk * ujk[x][0] + ck * (uj[x] - cos * uk[x]);
+        // Written out per component: loops over three lanes do not unroll at opt-level "s".
+        if let (Some(x), Some(y), Some(z)) =
+            (gx.get_mut(row.j), gy.get_mut(row.j), gz.get_mut(row.j))
+        {
+            *x += T::ZERO + gj(0);
+            *y += T::ZERO + gj(1);
+            *z += T::ZERO + gj(2);
+        }
+        if let (Some(x), Some(y), Some(z)) = (gx.get_mut(b.k), gy.get_mut(b.k), gz.get_mut(b.k)) {
+            *x += gk(0);
+            *y += gk(1);
+            *z += gk(2);
+        }
+    });
+}
+
 /// Adds the values of radial group `g` into `acc`.
 pub(crate) fn radial_values<T: Real, const W: usize>(
     g: &Group<'_, T>,
@@ -914,6 +1226,9 @@ pub(crate) fn radial_values<T: Real, const W: usize>(
     zs: &[T],
     acc: &mut [T],
 ) {
+    if W == 1 {
+        return radial_values_one(g, nb, zs, acc);
+    }
     let rc = g.cutoff.rc();
     let (eta, rs) = (g.lane(0), g.lane(1));
     let mut sums = LaneSums::<T, W>::new();
@@ -945,6 +1260,9 @@ pub(crate) fn radial_forces<T: Real, const W: usize>(
     m: &[T],
     work: &mut WorkLanes<'_, T>,
 ) {
+    if W == 1 {
+        return radial_forces_one(g, nb, zs, slots, m, work);
+    }
     let cap = nb.r.len();
     let rc = g.cutoff.rc();
     let (eta, rs) = (g.lane(0), g.lane(1));
@@ -975,6 +1293,71 @@ pub(crate) fn radial_forces<T: Real, const W: usize>(
                 add_lanes(lane, k, range.end, lanes!(l => coef[l] * uk[l]));
             }
             k += W;
+        }
+    }
+}
+
+/// [`radial_values`] for one lane (`W` = 1): the same arithmetic in the same order, each block
+/// walked as a slice (no lane masks, no bounds checks per neighbour or function).
+fn radial_values_one<T: Real>(g: &Group<'_, T>, nb: &Lanes<'_, T>, zs: &[T], acc: &mut [T]) {
+    let (eta, rs) = (g.lane(0), g.lane(1));
+    let mut sum = [T::ZERO; MAX_FUNCTIONS];
+    let mut comp = [T::ZERO; MAX_FUNCTIONS];
+    for (e, w) in blocks(g, zs) {
+        for &r in nb.r.get(nb.range(e)).unwrap_or(&[]) {
+            let (f, _) = g.cutoff.eval_lanes([r]);
+            let fw = f[0] * w;
+            let terms = eta.iter().zip(rs).zip(sum.iter_mut().zip(comp.iter_mut()));
+            for ((&e, &r0), (s, c)) in terms {
+                add(s, c, (-e * (r - r0) * (r - r0)).exp() * fw);
+            }
+        }
+    }
+    for ((a, &s), &c) in acc.iter_mut().zip(&sum).zip(&comp) {
+        let mut t = T::ZERO;
+        t += s - c;
+        *a += t;
+    }
+}
+
+/// [`radial_forces`] for one lane (`W` = 1): the same arithmetic in the same order, each block
+/// walked as zipped slices.
+fn radial_forces_one<'s, T: Real>(
+    g: &Group<'_, T>,
+    nb: &Lanes<'s, T>,
+    zs: &[T],
+    slots: &'s [T],
+    m: &[T],
+    work: &mut WorkLanes<'_, T>,
+) {
+    let cap = nb.r.len();
+    let (eta, rs) = (g.lane(0), g.lane(1));
+    for (e, w) in blocks(g, zs) {
+        let range = nb.range(e);
+        let get = |s: &'s [T]| s.get(range.clone()).unwrap_or(&[]);
+        let (r, ux, uy, uz) = (
+            get(nb.r),
+            get(part(slots, 0, cap)),
+            get(part(slots, 1, cap)),
+            get(part(slots, 2, cap)),
+        );
+        let gx = work.gx.get_mut(range.clone()).unwrap_or(&mut []);
+        let gy = work.gy.get_mut(range.clone()).unwrap_or(&mut []);
+        let gz = work.gz.get_mut(range.clone()).unwrap_or(&mut []);
+        let geo = r.iter().zip(ux).zip(uy).zip(uz);
+        let out = gx.iter_mut().zip(gy.iter_mut()).zip(gz.iter_mut());
+        for ((((&r, &ux), &uy), &uz), ((gx, gy), gz)) in geo.zip(out) {
+            let (f, df) = g.cutoff.eval_lanes([r]);
+            let (f, df) = (f[0], df[0]);
+            let mut coef = T::ZERO;
+            for ((&e, &r0), &ms) in eta.iter().zip(rs).zip(m) {
+                let mw = ms * w;
+                let x = r - r0;
+                coef += mw * (-e * x * x).exp() * (df - T::TWO * e * x * f);
+            }
+            *gx += coef * ux;
+            *gy += coef * uy;
+            *gz += coef * uz;
         }
     }
 }

@@ -275,9 +275,10 @@ pub(crate) fn prefactors<T: Real>(g: &Group<'_, T>, out: &mut [T]) {
 }
 
 /// Adds the values of group `g` (prefactors included) into `acc` (one per function). `zs` holds
-/// the atomic number of each species of the model; `pref` and `row` are scratch of the group's
-/// size; `slots` is the batched kernels' neighbour cache, with its geometry part filled by
-/// [`batched::fill_geometry`] for this neighbour set.
+/// the atomic number of each species of the model; `row` is scratch of the group's size;
+/// `slots` is the batched kernels' neighbour cache, with its geometry part filled by
+/// [`batched::fill_geometry`] for this neighbour set; `plan` is the group's plan when the
+/// batched kernels take it ([`batched::Plan::build`]; angular kinds only, radial ones need none).
 #[allow(clippy::too_many_arguments)]
 #[cfg_attr(
     not(any(feature = "reference-fallback", feature = "polynomial")),
@@ -289,10 +290,10 @@ pub(crate) fn values<T: Real>(
     work: &mut WorkLanes<'_, T>,
     zs: &[T],
     acc: &mut [T],
-    pref: &mut [T],
     row: &mut [T],
     slots: &mut [T],
     cache: &mut batched::PairCache<'_, T>,
+    plan: Option<&batched::Plan<T>>,
 ) {
     const W: usize = batched::LANES;
     match (g.kind.is_polynomial(), g.kind.is_angular()) {
@@ -303,52 +304,63 @@ pub(crate) fn values<T: Real>(
         #[cfg(not(feature = "polynomial"))]
         (true, _) => {}
         (false, true) => {
-            match batched::Plan::new(g) {
-                Some(plan) => batched::angular_values::<T, W>(g, &plan, nb, zs, slots, cache, acc),
-                #[cfg(feature = "reference-fallback")]
-                None => angular::values(g, nb, work, zs, acc, row),
+            if let Some(plan) = plan {
+                batched::angular_values::<T, W>(g, plan, nb, zs, slots, cache, acc);
+                plan.scale_by_prefactors(acc);
+            } else {
                 // Rejected at load without the fallback (`Model::validate_groups`).
-                #[cfg(not(feature = "reference-fallback"))]
-                None => {}
+                #[cfg(feature = "reference-fallback")]
+                {
+                    angular::values(g, nb, work, zs, acc, row);
+                    angular::scale_by_prefactors(g, acc);
+                }
             }
-            angular::prefactors(g, pref);
-            acc.iter_mut().zip(pref.iter()).for_each(|(a, &p)| *a *= p);
         }
-        (false, false) => match batched::Plan::new(g) {
-            Some(_) => batched::radial_values::<T, W>(g, nb, zs, acc),
-            #[cfg(feature = "reference-fallback")]
-            None => radial::values(g, nb, zs, acc, row),
-            #[cfg(not(feature = "reference-fallback"))]
-            None => {}
-        },
+        (false, false) => {
+            if batched::Plan::takes_radial(g) {
+                batched::radial_values::<T, W>(g, nb, zs, acc);
+            } else {
+                #[cfg(feature = "reference-fallback")]
+                radial::values(g, nb, zs, acc, row);
+            }
+        }
     }
 }
 
-/// The force path: adds Σ_s m_s ∂G_s/∂d_j of group `g` into the gradient lanes of `work`,
+/// The force path: adds Σ_s m_s ∂G_s/∂d_j of group `g` into the gradient lanes of `work`, with
+/// `m` the multipliers of the functions without their prefactors (multiplied in here, in place),
 /// through the batched kernels where they apply (`slots` as for [`values`]; `cache` holds what
-/// the value pass stored).
+/// the value pass stored; `plan` as for [`values`]).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn forces<T: Real>(
     g: &Group<'_, T>,
     nb: &Lanes<'_, T>,
     work: &mut WorkLanes<'_, T>,
     zs: &[T],
-    m: &[T],
+    m: &mut [T],
     slots: &mut [T],
     cache: &mut batched::PairCache<'_, T>,
+    plan: Option<&batched::Plan<T>>,
 ) {
     const W: usize = batched::LANES;
     if !g.kind.is_polynomial() {
-        if let Some(plan) = batched::Plan::new(g) {
-            if g.kind.is_angular() {
-                batched::angular_forces::<T, W>(g, &plan, nb, zs, slots, cache, m, work);
-            } else {
-                batched::radial_forces::<T, W>(g, nb, zs, slots, m, work);
+        if g.kind.is_angular() {
+            if let Some(plan) = plan {
+                plan.scale_by_prefactors(m);
+                batched::angular_forces::<T, W>(g, plan, nb, zs, slots, cache, m, work);
+                return;
             }
+        } else if batched::Plan::takes_radial(g) {
+            batched::radial_forces::<T, W>(g, nb, zs, slots, m, work);
             return;
         }
         if !cfg!(feature = "reference-fallback") {
             // Rejected at load without the fallback (`Model::validate_groups`).
             return;
+        }
+        #[cfg(feature = "reference-fallback")]
+        if g.kind.has_zeta() {
+            angular::scale_by_prefactors(g, m);
         }
     }
     let WorkLanes {
