@@ -685,6 +685,39 @@ fn jk_factors<T: Real, const W: usize, const NC: usize>(
     (ir, hjk, dhjk)
 }
 
+/// The slot cache seen by the pair walks: unit-vector components and 1/r of every slot, and
+/// (h_c, h_c′) of the plan's channels; channels beyond them (when `NC` is larger) read as empty
+/// slices, hence zeros.
+struct SlotView<'s, T, const NC: usize> {
+    u: [&'s [T]; 3],
+    inv: &'s [T],
+    h: [&'s [T]; NC],
+    dh: [&'s [T]; NC],
+}
+
+impl<'s, T: Real, const NC: usize> SlotView<'s, T, NC> {
+    #[inline(always)]
+    fn new(slots: &'s [T], cap: usize, channels: usize) -> Self {
+        let chan = |c: usize, i: usize| {
+            if c < channels {
+                part(slots, 4 + 2 * c + i, cap)
+            } else {
+                &[]
+            }
+        };
+        SlotView {
+            u: [
+                part(slots, 0, cap),
+                part(slots, 1, cap),
+                part(slots, 2, cap),
+            ],
+            inv: part(slots, 3, cap),
+            h: core::array::from_fn(|c| chan(c, 0)),
+            dh: core::array::from_fn(|c| chan(c, 1)),
+        }
+    }
+}
+
 /// Visits the group's neighbour pairs in batches of `W`: the pairs (j of species a, k of species
 /// b) over the group's pair blocks, k > j within one block, j within the group's cutoff. Lanes
 /// beyond a block read zero factors, so they contribute nothing. `NC` ≥ the plan's channels.
@@ -704,22 +737,7 @@ fn for_each_batch<T: Real, const W: usize, const NC: usize>(
     let cap = nb.r.len();
     let rc = g.cutoff.rc();
     let narrow = g.kind.is_narrow();
-    let u = [
-        part(slots, 0, cap),
-        part(slots, 1, cap),
-        part(slots, 2, cap),
-    ];
-    let inv = part(slots, 3, cap);
-    // Channels beyond the plan's (when NC is larger) read zeros.
-    let chan = |c: usize, i: usize| {
-        if c < plan.channels {
-            part(slots, 4 + 2 * c + i, cap)
-        } else {
-            &[]
-        }
-    };
-    let h: [&[T]; NC] = core::array::from_fn(|c| chan(c, 0));
-    let dh: [&[T]; NC] = core::array::from_fn(|c| chan(c, 1));
+    let SlotView { u, inv, h, dh } = SlotView::<T, NC>::new(slots, cap, plan.channels);
     let at = |s: &[T], i: usize| s.get(i).copied().unwrap_or(T::ZERO);
     let weighted = g.kind.is_weighted();
     let species = if weighted { zs.len() } else { 1 };
@@ -837,22 +855,9 @@ fn for_each_pair<'s, T: Real, const W: usize, const NC: usize>(
     let cap = nb.r.len();
     let rc = g.cutoff.rc();
     let narrow = g.kind.is_narrow();
-    let (u0, u1, u2, inv) = (
-        part(slots, 0, cap),
-        part(slots, 1, cap),
-        part(slots, 2, cap),
-        part(slots, 3, cap),
-    );
+    let SlotView { u, inv, h, dh } = SlotView::<T, NC>::new(slots, cap, plan.channels);
+    let [u0, u1, u2] = u;
     let nc = live::<T, NC>(plan);
-    let chan = |c: usize, i: usize| {
-        if c < nc {
-            part(slots, 4 + 2 * c + i, cap)
-        } else {
-            &[]
-        }
-    };
-    let h: [&[T]; NC] = core::array::from_fn(|c| chan(c, 0));
-    let dh: [&[T]; NC] = core::array::from_fn(|c| chan(c, 1));
     let at = |s: &[T], i: usize| s.get(i).copied().unwrap_or(T::ZERO);
     let weighted = g.kind.is_weighted();
     let species = if weighted { zs.len() } else { 1 };
