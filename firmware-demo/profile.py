@@ -121,10 +121,38 @@ def symbolize(elf, pcs):
     return result
 
 
+def annotate(elf, counts, path):
+    """Disassembly (llvm-objdump, source lines interleaved) of every function that ran, each
+    instruction prefixed by its execution count."""
+    objdump = tool("llvm-objdump")
+    out = subprocess.run([objdump, "-d", "-l", "--no-show-raw-insn", elf],
+                         capture_output=True, text=True, check=True).stdout
+    keep, lines = False, []
+    for line in out.splitlines():
+        m = re.match(r"^([0-9a-f]+) <(.*)>:$", line)
+        if m:
+            keep, block = False, [line]
+            continue
+        m = re.match(r"^\s*([0-9a-f]+):", line)
+        if m:
+            n = counts.get(int(m.group(1), 16), 0)
+            if n and not keep:
+                keep = True
+                lines.extend(block)
+            if keep:
+                lines.append(f"{n:>8} {line}")
+        elif keep:
+            lines.append(f"         {line}")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("elf")
     ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--annotate", metavar="FILE",
+                    help="also write the disassembly of the executed code with per-instruction counts")
     ap.add_argument("--qemu-dir", default=os.environ.get("QEMU_DIR", os.path.join(HERE, ".qemu/usr/bin")))
     args = ap.parse_args()
     st = Symtab(args.elf)
@@ -174,17 +202,22 @@ def main():
     if not started:
         sys.exit("profile.py: the evaluation closure was never entered")
 
+    if args.annotate:
+        annotate(args.elf, counts, args.annotate)
     all_sites = {x for key in stacked for x in key[0]}
     frames = symbolize(args.elf, sorted(set(counts) | set(helper_sites) | all_sites))
     by_elf = collections.Counter()
     by_inner = collections.Counter()
     by_incl = collections.Counter()
     by_line = collections.Counter()
+    by_own = collections.Counter()  # innermost frame outside the Rust library
     for pc, n in counts.items():
         by_elf[st.lookup(pc)[2]] += n
         chain = frames[pc]
         by_inner[chain[0][0]] += n
         by_line[f"{chain[0][1]}  ({chain[0][0].split('::')[-1]})"] += n
+        own = next((f for f in chain if not f[1].startswith(("library/", "/rustc/", "?"))), chain[0])
+        by_own[f"{own[1]}  ({own[0].split('::')[-1]})"] += n
         for name in {f[0] for f in chain}:
             by_incl[name] += n
 
@@ -212,6 +245,7 @@ def main():
     table("by source function, inclusive of inlined callees", by_incl, args.top)
     table("by source function, inclusive of all callees (inlined or called)", by_tree, args.top)
     table("by source line (innermost frame)", by_line, args.top)
+    table("by source line (innermost frame outside the Rust library)", by_own, args.top)
     by_site = collections.Counter()
     for pc, n in helper_sites.items():
         chain = frames[pc]

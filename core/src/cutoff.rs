@@ -234,7 +234,8 @@ pub fn shaped_xy<T: Real>(kind: CutoffKind, x: T, y: T) -> (T, T) {
         CutoffKind::Cos => {
             // ½(cos πx + 1) = sin²(πy/2); derivative −(π/2) sin(πx) = −(π/2) sin(πy)
             // = −π s c with (s, c) = (sin, cos)(πy/2): one range reduction.
-            let (s, c) = (T::HALF * T::PI * y).sin_cos();
+            // (π/2)·y ∈ [0, π/2]: no range reduction needed.
+            let (s, c) = (T::HALF * T::PI * y).sin_cos_quadrant();
             (s * s, -T::PI * s * c)
         }
         CutoffKind::Exp => {

@@ -61,6 +61,11 @@ pub trait Real:
     /// (NaN gives 0). One instruction where the FPU has this precision; `to_f64() as u32` would
     /// be software double arithmetic on an f32-only FPU.
     fn to_u32(self) -> u32;
+    /// Converts from a signed index (exact below 2^24 in magnitude for `f32`).
+    fn from_isize(n: isize) -> Self;
+    /// Converts to a signed index, truncating toward zero and saturating (NaN gives 0); one
+    /// instruction where the FPU has this precision (see [`Real::to_u32`]).
+    fn trunc_isize(self) -> isize;
     /// Decodes a little-endian value of either float kind (`bytes.len()` 4 or 8), converting to
     /// `Self`; `None` for any other length.
     fn from_le_slice(bytes: &[u8]) -> Option<Self>;
@@ -85,6 +90,8 @@ pub trait Real:
     fn sin(self) -> Self;
     /// (sin x, cos x) in one range reduction.
     fn sin_cos(self) -> (Self, Self);
+    /// (sin x, cos x) for 0 ≤ x ≤ π/2 only (no range reduction; the cosine cutoff's argument).
+    fn sin_cos_quadrant(self) -> (Self, Self);
     /// Arc cosine, in [0, π] for x ∈ [−1, 1] (NaN outside).
     fn acos(self) -> Self;
     /// x^y for real y.
@@ -134,7 +141,7 @@ pub trait Real:
 
 macro_rules! impl_real {
     ($t:ty, $bytes:expr, $exp:path, $ln:path, $ln1p:path, $sqrt:path, $rsqrt:path, $tanh:path, $cos:path,
-     $sin:path, $sincos:path, $acos:path, $pow:path, $floor:path, $abs:path) => {
+     $sin:path, $sincos:path, $sincos_q:path, $acos:path, $pow:path, $floor:path, $abs:path) => {
         impl Real for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -158,6 +165,14 @@ macro_rules! impl_real {
             #[inline(always)]
             fn to_u32(self) -> u32 {
                 self as u32
+            }
+            #[inline(always)]
+            fn from_isize(n: isize) -> Self {
+                n as $t
+            }
+            #[inline(always)]
+            fn trunc_isize(self) -> isize {
+                self as isize
             }
             #[inline(always)]
             fn from_le_slice(bytes: &[u8]) -> Option<Self> {
@@ -206,6 +221,10 @@ macro_rules! impl_real {
                 $sincos(self)
             }
             #[inline(always)]
+            fn sin_cos_quadrant(self) -> (Self, Self) {
+                $sincos_q(self)
+            }
+            #[inline(always)]
             fn acos(self) -> Self {
                 $acos(self)
             }
@@ -241,6 +260,7 @@ impl_real!(
     libm::cos,
     libm::sin,
     libm::sincos,
+    libm::sincos,
     libm::acos,
     libm::pow,
     libm::floor,
@@ -260,6 +280,7 @@ impl_real!(
     crate::f32math::cos,
     crate::f32math::sin,
     crate::f32math::sin_cos,
+    crate::f32math::sin_cos_quadrant,
     libm::acosf,
     libm::powf,
     libm::floorf,

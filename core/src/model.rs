@@ -761,7 +761,7 @@ impl<'a, T: Real> Model<'a, T> {
         probe: &mut impl Probe,
     ) -> Result<[[f64; 3]; 3], ComputeError> {
         let want_grad = forces.is_some();
-        let mut w = [[0.0; 3]; 3];
+        let mut w = [[T::ZERO; 3]; 3];
         let species = system.species.get(atoms.clone()).unwrap_or(&[]);
         let mut memo = GroupMemo::new();
         for (i, &si) in atoms.zip(species) {
@@ -786,7 +786,7 @@ impl<'a, T: Real> Model<'a, T> {
                 virial(neighbors, &mut w);
             }
         }
-        Ok(w)
+        Ok(w.map(|row| row.map(T::to_f64)))
     }
 
     /// Bins the system into the workspace's cell list; hands back the per-atom parts.
@@ -1152,21 +1152,39 @@ const GROUP_MEMO: usize = 10;
 /// twice per atom cost ~7 % of an evaluation). Slot i holds group `group_start + i` of the
 /// species last evaluated; a slot is rebuilt when it holds another group.
 pub(crate) struct GroupMemo<'a, T> {
-    slots: [Option<MemoSlot<'a, T>>; GROUP_MEMO],
+    slots: [MemoSlot<'a, T>; GROUP_MEMO],
     /// For the groups beyond the slots.
-    spare: Option<MemoSlot<'a, T>>,
+    spare: MemoSlot<'a, T>,
 }
 
 /// A group index, the group, its plan and whether the batched kernels take it with that plan
-/// (false for the radial kinds, which need none).
-type MemoSlot<'a, T> = (usize, Group<'a, T>, descriptor::batched::Plan<T>, bool);
+/// (false for the radial kinds, which need none). Rebuilt field by field in place: moving a
+/// whole slot (~250 bytes) through an `Option` cost more than decoding the group.
+struct MemoSlot<'a, T> {
+    index: usize,
+    group: Option<Group<'a, T>>,
+    plan: descriptor::batched::Plan<T>,
+    planned: bool,
+}
+
+impl<T: Real> MemoSlot<'_, T> {
+    #[inline(always)]
+    fn empty() -> Self {
+        MemoSlot {
+            index: usize::MAX,
+            group: None,
+            plan: descriptor::batched::Plan::empty(),
+            planned: false,
+        }
+    }
+}
 
 impl<'a, T: Real> GroupMemo<'a, T> {
     #[inline(always)]
     pub(crate) fn new() -> Self {
         GroupMemo {
-            slots: [None; GROUP_MEMO],
-            spare: None,
+            slots: core::array::from_fn(|_| MemoSlot::empty()),
+            spare: MemoSlot::empty(),
         }
     }
 
@@ -1183,13 +1201,14 @@ impl<'a, T: Real> GroupMemo<'a, T> {
             Some(s) => s,
             None => &mut self.spare,
         };
-        if !matches!(slot, Some((k, ..)) if *k == gi) {
-            let g = model.group(gi)?;
-            let (_, g, plan, ok) = slot.insert((gi, g, descriptor::batched::Plan::empty(), false));
-            *ok = g.kind.is_angular() && !g.kind.is_polynomial() && plan.build(g);
+        if slot.index != gi || slot.group.is_none() {
+            slot.index = usize::MAX;
+            let g = slot.group.insert(model.group(gi)?);
+            slot.planned = g.kind.is_angular() && !g.kind.is_polynomial() && slot.plan.build(g);
+            slot.index = gi;
         }
-        match slot {
-            Some((_, g, plan, ok)) => Ok((&*g, ok.then_some(&*plan))),
+        match &slot.group {
+            Some(g) => Ok((g, slot.planned.then_some(&slot.plan))),
             None => Err(ComputeError::CorruptModel),
         }
     }
@@ -1221,11 +1240,11 @@ fn decode_layer<'a, T: Real>(layers: &[u8], reals: &'a [T], l: usize) -> Option<
     })
 }
 
-/// One atom's share of the virial: W −= d_j ⊗ g_j over its neighbours, summed in `T` and added
-/// to the f64 total once per atom (on an f32-only FPU, f64 arithmetic per neighbour is software
-/// double precision).
-fn virial<T: Real>(nb: &NeighborSet<'_, T>, virial: &mut [[f64; 3]; 3]) {
-    let mut w = [[T::ZERO; 3]; 3];
+/// One atom's share of the virial: W −= d_j ⊗ g_j over its neighbours, summed in `T` (the
+/// callers' atom ranges are chunks of at most [`crate::chunk::CHUNK_ATOMS`] atoms or, on a
+/// microcontroller, one small molecule; on an f32-only FPU f64 arithmetic is software double
+/// precision, ~100 instructions an addition).
+fn virial<T: Real>(nb: &NeighborSet<'_, T>, w: &mut [[T; 3]; 3]) {
     for k in 0..nb.len() {
         let g = nb.gradient(k);
         let d = nb.displacement(k);
@@ -1233,11 +1252,6 @@ fn virial<T: Real>(nb: &NeighborSet<'_, T>, virial: &mut [[f64; 3]; 3]) {
             for (w, &gb) in wa.iter_mut().zip(g.iter()) {
                 *w -= da * gb;
             }
-        }
-    }
-    for (va, wa) in virial.iter_mut().zip(w) {
-        for (v, x) in va.iter_mut().zip(wa) {
-            *v += x.to_f64();
         }
     }
 }

@@ -278,10 +278,10 @@ fn wrap_index(t: isize, n: isize) -> (isize, isize) {
 /// ⌊x⌋ as an integer (saturating), without a libm call: this runs per bin row.
 #[inline(always)]
 fn floor_isize<T: Real>(x: T) -> isize {
-    let x = x.to_f64();
-    let t = x as isize;
-    // `as` truncates toward zero (and saturates; NaN gives 0): step down for negatives.
-    if (t as f64) > x {
+    let t = x.trunc_isize();
+    // Truncation is toward zero (saturating; NaN gives 0): step down for negatives. In `T`, not
+    // f64, which an f32-only FPU does in software. Exact: |x| ≥ 2^24 (f32) is an integer.
+    if T::from_isize(t) > x {
         t - 1
     } else {
         t
@@ -564,15 +564,11 @@ impl<'w, T: Real> CellList<'w, T> {
     fn bin_of(&self, p: [T; 3]) -> usize {
         let s = self.bin_coords(p);
         let [a, b, c]: [usize; 3] = core::array::from_fn(|k| {
-            let f = at3(&s, k).floor().to_f64();
+            let f = floor_isize(at3(&s, k));
             let top = self.n.get(k).copied().unwrap_or(1).saturating_sub(1);
             // Rounding can put a wrapped coordinate at exactly 1.0 (or the top of an open axis):
             // clamp into the grid.
-            if f > 0.0 {
-                (f as usize).min(top)
-            } else {
-                0
-            }
+            usize::try_from(f).unwrap_or(0).min(top)
         });
         let [_, nb, nc] = self.n;
         (a * nb + b) * nc + c
@@ -776,7 +772,7 @@ impl<'w, T: Real> CellList<'w, T> {
             if ga > self.rc2 {
                 continue;
             }
-            let fa = T::from_f64(ma as f64);
+            let fa = T::from_isize(ma);
             let b_rows = tb.bin.iter().zip(&tb.image).zip(&tb.gap2).take(tb.len);
             for ((&b, &mb), &gb) in b_rows {
                 let dab2 = ga + gb;
@@ -790,7 +786,7 @@ impl<'w, T: Real> CellList<'w, T> {
                 if lo >= hi {
                     continue;
                 }
-                let fb = T::from_f64(mb as f64);
+                let fb = T::from_isize(mb);
                 let row = Row {
                     cell: (a as usize * nb + b as usize) * nc,
                     lo: tc.lo + lo as isize,
@@ -845,7 +841,7 @@ impl<'w, T: Real> CellList<'w, T> {
                 if dab2 > self.rc2 || lo > hi {
                     return None;
                 }
-                let (fa, fb) = (T::from_f64(ma as f64), T::from_f64(mb as f64));
+                let (fa, fb) = (T::from_isize(ma), T::from_isize(mb));
                 Some(Row {
                     cell: ((a * nb + b) * nc) as usize,
                     lo,
@@ -880,7 +876,7 @@ impl<'w, T: Real> CellList<'w, T> {
         if !self.orthogonal {
             return T::ZERO;
         }
-        let (sk, tk) = (at3(s, k), T::from_f64(t as f64));
+        let (sk, tk) = (at3(s, k), T::from_isize(t));
         let gap = (tk - sk).max(sk - (tk + T::ONE)) - T::from_f64(RANGE_SLACK);
         let d = gap.max(T::ZERO) * at3(&self.width, k);
         d * d
@@ -902,7 +898,7 @@ impl<'w, T: Real> CellList<'w, T> {
             let t_end = row.hi.min(tc + (nc - 1 - c0));
             let count = (t_end - tc + 1) as usize;
             tc = t_end + 1;
-            let fc = T::from_f64(mc as f64);
+            let fc = T::from_isize(mc);
             let shift: [T; 3] = core::array::from_fn(|x| at3(&row.shift, x) + fc * at3(&vc, x));
             f(
                 row.cell + c0 as usize,

@@ -992,7 +992,9 @@ macro_rules! by_channels {
     };
 }
 
-/// Adds the values of angular group `g` (without the 2^(1−ζ) prefactor) into `acc`.
+/// Adds the values of angular group `g` (without the 2^(1−ζ) prefactor) into `acc`; `comp`
+/// (≥ `g.n` long) is scratch.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn angular_values<T: Real, const W: usize>(
     g: &Group<'_, T>,
     plan: &Plan<T>,
@@ -1001,11 +1003,16 @@ pub(crate) fn angular_values<T: Real, const W: usize>(
     slots: &mut [T],
     cache: &mut PairCache<'_, T>,
     acc: &mut [T],
+    comp: &mut [T],
 ) {
     fill_channels::<T, W>(g, plan, nb, zs, slots, &mut cache.memo);
-    by_channels!(plan, angular_values_nc(g, plan, nb, zs, slots, cache, acc));
+    by_channels!(
+        plan,
+        angular_values_nc(g, plan, nb, zs, slots, cache, acc, comp)
+    );
 }
 
+#[allow(clippy::too_many_arguments)]
 fn angular_values_nc<T: Real, const W: usize, const NC: usize>(
     g: &Group<'_, T>,
     plan: &Plan<T>,
@@ -1014,9 +1021,10 @@ fn angular_values_nc<T: Real, const W: usize, const NC: usize>(
     slots: &[T],
     cache: &mut PairCache<'_, T>,
     acc: &mut [T],
+    comp: &mut [T],
 ) {
     if W == 1 {
-        return angular_values_one::<T, W, NC>(g, plan, nb, zs, slots, cache, acc);
+        return angular_values_one::<T, W, NC>(g, plan, nb, zs, slots, cache, acc, comp);
     }
     let mut sums = LaneSums::<T, W>::new();
     for_each_batch::<T, W, NC>(g, plan, nb, zs, slots, cache, |row, b| {
@@ -1037,7 +1045,9 @@ fn angular_values_nc<T: Real, const W: usize, const NC: usize>(
 }
 
 /// [`angular_values_nc`] for one lane (`W` = 1): the same arithmetic in the same order on
-/// scalars (lane 0 of each batch).
+/// scalars (lane 0 of each batch), summed straight into `acc` with the compensations in `comp`
+/// (clearing local arrays of `MAX_FUNCTIONS` cost more than the sums on a microcontroller).
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn angular_values_one<T: Real, const W: usize, const NC: usize>(
     g: &Group<'_, T>,
@@ -1047,11 +1057,11 @@ fn angular_values_one<T: Real, const W: usize, const NC: usize>(
     slots: &[T],
     cache: &mut PairCache<'_, T>,
     acc: &mut [T],
+    comp: &mut [T],
 ) {
     let n = plan.n.min(MAX_FUNCTIONS);
     let nc = live::<T, NC>(plan);
-    let mut sum = [T::ZERO; MAX_FUNCTIONS];
-    let mut comp = [T::ZERO; MAX_FUNCTIONS];
+    let (sum, comp) = sums_in(acc, comp, n);
     for_each_batch::<T, W, NC>(g, plan, nb, zs, slots, cache, |row, b| {
         let cos = b.cos[0];
         let mut hh = [T::ZERO; NC];
@@ -1066,10 +1076,27 @@ fn angular_values_one<T: Real, const W: usize, const NC: usize>(
             add(sm, cm, p * hh.get(c).copied().unwrap_or(T::ZERO));
         }
     });
-    for ((a, &s), &c) in acc.iter_mut().zip(&sum).zip(&comp) {
-        let mut t = T::ZERO;
-        t += s - c;
-        *a += t;
+    finish_sums(sum, comp);
+}
+
+/// The first `n` of `acc` as compensated sums, with their compensations (cleared) in `comp`.
+#[inline(always)]
+fn sums_in<'x, T: Real>(
+    acc: &'x mut [T],
+    comp: &'x mut [T],
+    n: usize,
+) -> (&'x mut [T], &'x mut [T]) {
+    let n = n.min(acc.len()).min(comp.len());
+    let (sum, comp) = (&mut acc[..n], &mut comp[..n]);
+    comp.iter_mut().for_each(|c| *c = T::ZERO);
+    (sum, comp)
+}
+
+/// Applies the compensations of [`sums_in`].
+#[inline(always)]
+fn finish_sums<T: Real>(sum: &mut [T], comp: &[T]) {
+    for (s, &c) in sum.iter_mut().zip(comp) {
+        *s -= c;
     }
 }
 
@@ -1224,15 +1251,16 @@ fn angular_forces_one<T: Real, const W: usize, const NC: usize>(
     });
 }
 
-/// Adds the values of radial group `g` into `acc`.
+/// Adds the values of radial group `g` into `acc`; `comp` (≥ `g.n` long) is scratch.
 pub(crate) fn radial_values<T: Real, const W: usize>(
     g: &Group<'_, T>,
     nb: &Lanes<'_, T>,
     zs: &[T],
     acc: &mut [T],
+    comp: &mut [T],
 ) {
     if W == 1 {
-        return radial_values_one(g, nb, zs, acc);
+        return radial_values_one(g, nb, zs, acc, comp);
     }
     let rc = g.cutoff.rc();
     let (eta, rs) = (g.lane(0), g.lane(1));
@@ -1304,10 +1332,15 @@ pub(crate) fn radial_forces<T: Real, const W: usize>(
 
 /// [`radial_values`] for one lane (`W` = 1): the same arithmetic in the same order, each block
 /// walked as a slice (no lane masks, no bounds checks per neighbour or function).
-fn radial_values_one<T: Real>(g: &Group<'_, T>, nb: &Lanes<'_, T>, zs: &[T], acc: &mut [T]) {
+fn radial_values_one<T: Real>(
+    g: &Group<'_, T>,
+    nb: &Lanes<'_, T>,
+    zs: &[T],
+    acc: &mut [T],
+    comp: &mut [T],
+) {
     let (eta, rs) = (g.lane(0), g.lane(1));
-    let mut sum = [T::ZERO; MAX_FUNCTIONS];
-    let mut comp = [T::ZERO; MAX_FUNCTIONS];
+    let (sum, comp) = sums_in(acc, comp, g.n);
     for (e, w) in blocks(g, zs) {
         for &r in nb.r.get(nb.range(e)).unwrap_or(&[]) {
             let (f, _) = g.cutoff.eval_lanes([r]);
@@ -1318,11 +1351,7 @@ fn radial_values_one<T: Real>(g: &Group<'_, T>, nb: &Lanes<'_, T>, zs: &[T], acc
             }
         }
     }
-    for ((a, &s), &c) in acc.iter_mut().zip(&sum).zip(&comp) {
-        let mut t = T::ZERO;
-        t += s - c;
-        *a += t;
-    }
+    finish_sums(sum, comp);
 }
 
 /// [`radial_forces`] for one lane (`W` = 1): the same arithmetic in the same order, each block
@@ -1471,10 +1500,11 @@ mod tests {
                         );
                         angular_values::<T, W>(
                             &g, &plan, &lanes_nb, &zs, &mut slots, &mut cache, &mut got,
+                            &mut comp,
                         );
                     } else {
                         crate::descriptor::radial::values(&g, &lanes_nb, &zs, &mut want, &mut comp);
-                        radial_values::<T, W>(&g, &lanes_nb, &zs, &mut got);
+                        radial_values::<T, W>(&g, &lanes_nb, &zs, &mut got, &mut comp);
                     }
                     let filled = cache.filled();
                     let scale = want.iter().fold(1e-30, |a, x| a.max(x.to_f64().abs()));

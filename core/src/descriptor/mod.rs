@@ -194,6 +194,9 @@ pub(crate) struct Group<'a, T> {
 
 impl<'a, T: Real> Group<'a, T> {
     /// Decodes group record `g` of the `GRPS` section; `None` if out of range or malformed.
+    /// Inlined: returned through an `Option` (and a `Result`), the record was copied twice by
+    /// `memcpy`, which cost more than decoding it on a microcontroller.
+    #[inline(always)]
     pub fn decode(groups: &[u8], index: &'a [u8], reals: &'a [T], g: usize) -> Option<Self> {
         let base = g.checked_mul(GROUP_RECORD)?;
         let kind = DescriptorKind::from_code(u8_at(groups, base)?)?;
@@ -305,7 +308,7 @@ pub(crate) fn values<T: Real>(
         (true, _) => {}
         (false, true) => {
             if let Some(plan) = plan {
-                batched::angular_values::<T, W>(g, plan, nb, zs, slots, cache, acc);
+                batched::angular_values::<T, W>(g, plan, nb, zs, slots, cache, acc, row);
                 plan.scale_by_prefactors(acc);
             } else {
                 // Rejected at load without the fallback (`Model::validate_groups`).
@@ -318,7 +321,7 @@ pub(crate) fn values<T: Real>(
         }
         (false, false) => {
             if batched::Plan::takes_radial(g) {
-                batched::radial_values::<T, W>(g, nb, zs, acc);
+                batched::radial_values::<T, W>(g, nb, zs, acc, row);
             } else {
                 #[cfg(feature = "reference-fallback")]
                 radial::values(g, nb, zs, acc, row);
