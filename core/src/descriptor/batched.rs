@@ -69,11 +69,17 @@ const fn instantiated(channels: usize) -> usize {
 
 /// Reals of a [`PairCache`] that holds every neighbour pair of `neighbors` slots (with the
 /// padding of partly filled batches, for up to two rows per slot) for a model with
-/// `max_channels` channels: 1 + 2·NC reals per pair. Pairs beyond the cache are recomputed in
-/// the force pass, so a smaller cache is correct, only slower.
-pub const fn pair_cache_reals(neighbors: usize, max_channels: usize) -> usize {
+/// `max_channels` channels: 1 + 2·NC reals per pair; on 1-lane targets also the radial records,
+/// at most `max_features` reals per slot. Pairs beyond the cache are recomputed in the force
+/// pass, so a smaller cache is correct, only slower.
+pub const fn pair_cache_reals(neighbors: usize, max_channels: usize, max_features: usize) -> usize {
+    let radial = if LANES == 1 {
+        neighbors * max_features
+    } else {
+        0
+    };
     if max_channels == 0 {
-        return 0;
+        return radial;
     }
     let pairs = neighbors * neighbors.saturating_sub(1) / 2 + 2 * neighbors * (LANES - 1);
     let nc = if LANES == 1 {
@@ -81,7 +87,7 @@ pub const fn pair_cache_reals(neighbors: usize, max_channels: usize) -> usize {
     } else {
         instantiated(max_channels)
     };
-    pairs * (1 + 2 * nc)
+    pairs * (1 + 2 * nc) + radial
 }
 
 /// Channels a kernel instantiated for `NC` works on: `NC` on hosts (a constant, so the channel
@@ -511,6 +517,20 @@ fn fill_channels<T: Real, const W: usize>(
         && memo.channels == plan.channels
         && memo.eta.get(..nc) == plan.eta.get(..nc)
         && memo.rs.get(..nc) == plan.rs.get(..nc);
+    let bit = |e: usize| {
+        u32::try_from(e)
+            .ok()
+            .and_then(|e| 1u32.checked_shl(e))
+            .unwrap_or(0)
+    };
+    if same && !weighted {
+        // The common case (every angular group of the atom after the first, and the force
+        // pass): both blocks held.
+        let (b1, b2) = (bit(g.e1), bit(g.e2));
+        if b1 != 0 && b2 != 0 && memo.blocks & (b1 | b2) == b1 | b2 {
+            return;
+        }
+    }
     if !same {
         *memo = ChannelMemo {
             blocks: 0,
@@ -523,10 +543,7 @@ fn fill_channels<T: Real, const W: usize>(
     }
     for (e, w) in blocks(g, zs) {
         // Species beyond the mask's 32 bits are always recomputed.
-        let bit = u32::try_from(e)
-            .ok()
-            .and_then(|e| 1u32.checked_shl(e))
-            .unwrap_or(0);
+        let bit = bit(e);
         if memo.blocks & bit != 0 {
             continue;
         }
@@ -1251,16 +1268,18 @@ fn angular_forces_one<T: Real, const W: usize, const NC: usize>(
     });
 }
 
-/// Adds the values of radial group `g` into `acc`; `comp` (≥ `g.n` long) is scratch.
+/// Adds the values of radial group `g` into `acc`; `comp` (≥ `g.n` long) is scratch. With one
+/// lane, also stores each neighbour's force factors in `cache` (see [`radial_values_one`]).
 pub(crate) fn radial_values<T: Real, const W: usize>(
     g: &Group<'_, T>,
     nb: &Lanes<'_, T>,
     zs: &[T],
     acc: &mut [T],
     comp: &mut [T],
+    cache: &mut PairCache<'_, T>,
 ) {
     if W == 1 {
-        return radial_values_one(g, nb, zs, acc, comp);
+        return radial_values_one(g, nb, zs, acc, comp, cache);
     }
     let rc = g.cutoff.rc();
     let (eta, rs) = (g.lane(0), g.lane(1));
@@ -1292,9 +1311,10 @@ pub(crate) fn radial_forces<T: Real, const W: usize>(
     slots: &[T],
     m: &[T],
     work: &mut WorkLanes<'_, T>,
+    cache: &mut PairCache<'_, T>,
 ) {
     if W == 1 {
-        return radial_forces_one(g, nb, zs, slots, m, work);
+        return radial_forces_one(g, nb, zs, slots, m, work, cache);
     }
     let cap = nb.r.len();
     let rc = g.cutoff.rc();
@@ -1331,23 +1351,44 @@ pub(crate) fn radial_forces<T: Real, const W: usize>(
 }
 
 /// [`radial_values`] for one lane (`W` = 1): the same arithmetic in the same order, each block
-/// walked as a slice (no lane masks, no bounds checks per neighbour or function).
+/// walked as a slice (no lane masks, no bounds checks per neighbour or function). Each
+/// neighbour's factors t_s = e^(−η_s x²)·(f_c′ − 2η_s x f_c) go to `cache` (a record of `g.n`
+/// reals, while it fits), so that the force pass needs neither the cutoff nor the exponentials
+/// again; [`radial_forces_one`] computes the same t_s where the cache ran out.
 fn radial_values_one<T: Real>(
     g: &Group<'_, T>,
     nb: &Lanes<'_, T>,
     zs: &[T],
     acc: &mut [T],
     comp: &mut [T],
+    cache: &mut PairCache<'_, T>,
 ) {
     let (eta, rs) = (g.lane(0), g.lane(1));
     let (sum, comp) = sums_in(acc, comp, g.n);
+    let size = g.n;
     for (e, w) in blocks(g, zs) {
         for &r in nb.r.get(nb.range(e)).unwrap_or(&[]) {
-            let (f, _) = g.cutoff.eval_lanes([r]);
-            let fw = f[0] * w;
+            let (f, df) = g.cutoff.eval_lanes([r]);
+            let (f, df) = (f[0], df[0]);
+            let fw = f * w;
+            let at_c = cache.cursor;
+            cache.cursor = at_c + size;
+            let record = match cache.buf.get_mut(at_c..at_c + size) {
+                Some(s) if cache.fill => {
+                    cache.filled = at_c + size;
+                    s
+                }
+                _ => &mut [],
+            };
+            let mut out = record.iter_mut();
             let terms = eta.iter().zip(rs).zip(sum.iter_mut().zip(comp.iter_mut()));
             for ((&e, &r0), (s, c)) in terms {
-                add(s, c, (-e * (r - r0) * (r - r0)).exp() * fw);
+                let x = r - r0;
+                let ex = (-e * x * x).exp();
+                add(s, c, ex * fw);
+                if let Some(t) = out.next() {
+                    *t = ex * (df - T::TWO * e * x * f);
+                }
             }
         }
     }
@@ -1355,7 +1396,7 @@ fn radial_values_one<T: Real>(
 }
 
 /// [`radial_forces`] for one lane (`W` = 1): the same arithmetic in the same order, each block
-/// walked as zipped slices.
+/// walked as zipped slices, with the factors the value pass left in `cache`.
 fn radial_forces_one<'s, T: Real>(
     g: &Group<'_, T>,
     nb: &Lanes<'s, T>,
@@ -1363,9 +1404,11 @@ fn radial_forces_one<'s, T: Real>(
     slots: &'s [T],
     m: &[T],
     work: &mut WorkLanes<'_, T>,
+    cache: &mut PairCache<'_, T>,
 ) {
     let cap = nb.r.len();
     let (eta, rs) = (g.lane(0), g.lane(1));
+    let size = g.n;
     for (e, w) in blocks(g, zs) {
         let range = nb.range(e);
         let get = |s: &'s [T]| s.get(range.clone()).unwrap_or(&[]);
@@ -1381,13 +1424,25 @@ fn radial_forces_one<'s, T: Real>(
         let geo = r.iter().zip(ux).zip(uy).zip(uz);
         let out = gx.iter_mut().zip(gy.iter_mut()).zip(gz.iter_mut());
         for ((((&r, &ux), &uy), &uz), ((gx, gy), gz)) in geo.zip(out) {
-            let (f, df) = g.cutoff.eval_lanes([r]);
-            let (f, df) = (f[0], df[0]);
+            let at_c = cache.cursor;
+            cache.cursor = at_c + size;
+            let stored = !cache.fill && at_c + size <= cache.filled;
             let mut coef = T::ZERO;
-            for ((&e, &r0), &ms) in eta.iter().zip(rs).zip(m) {
-                let mw = ms * w;
-                let x = r - r0;
-                coef += mw * (-e * x * x).exp() * (df - T::TWO * e * x * f);
+            match cache.buf.get(at_c..at_c + size) {
+                Some(record) if stored => {
+                    for (&t, &ms) in record.iter().zip(m) {
+                        coef += ms * w * t;
+                    }
+                }
+                _ => {
+                    let (f, df) = g.cutoff.eval_lanes([r]);
+                    let (f, df) = (f[0], df[0]);
+                    for ((&e, &r0), &ms) in eta.iter().zip(rs).zip(m) {
+                        let x = r - r0;
+                        let t = (-e * x * x).exp() * (df - T::TWO * e * x * f);
+                        coef += ms * w * t;
+                    }
+                }
             }
             *gx += coef * ux;
             *gy += coef * uy;
@@ -1458,7 +1513,7 @@ mod tests {
         nb.finish();
         let zs = [T::ONE, T::from_f64(6.0), T::from_f64(8.0)];
         let mut slots = vec![T::ZERO; slot_reals(MAX_CHANNELS) * CAP];
-        let mut pairs = vec![T::ZERO; pair_cache_reals(CAP, MAX_CHANNELS)];
+        let mut pairs = vec![T::ZERO; pair_cache_reals(CAP, MAX_CHANNELS, 64)];
         let n = 7;
         let index: Vec<u8> = (0..n as u32).flat_map(|s| s.to_le_bytes()).collect();
         let m: Vec<T> = (0..n).map(|s| T::from_f64(0.3 - 0.1 * s as f64)).collect();
@@ -1504,7 +1559,9 @@ mod tests {
                         );
                     } else {
                         crate::descriptor::radial::values(&g, &lanes_nb, &zs, &mut want, &mut comp);
-                        radial_values::<T, W>(&g, &lanes_nb, &zs, &mut got, &mut comp);
+                        radial_values::<T, W>(
+                            &g, &lanes_nb, &zs, &mut got, &mut comp, &mut cache,
+                        );
                     }
                     let filled = cache.filled();
                     let scale = want.iter().fold(1e-30, |a, x| a.max(x.to_f64().abs()));
@@ -1528,7 +1585,9 @@ mod tests {
                                     &mut work,
                                 );
                             } else {
-                                radial_forces::<T, W>(&g, &lanes_nb, &zs, &slots, &m, &mut work);
+                                radial_forces::<T, W>(
+                                    &g, &lanes_nb, &zs, &slots, &m, &mut work, &mut cache,
+                                );
                             }
                         } else {
                             let WorkLanes {

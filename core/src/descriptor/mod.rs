@@ -321,7 +321,7 @@ pub(crate) fn values<T: Real>(
         }
         (false, false) => {
             if batched::Plan::takes_radial(g) {
-                batched::radial_values::<T, W>(g, nb, zs, acc, row);
+                batched::radial_values::<T, W>(g, nb, zs, acc, row, cache);
             } else {
                 #[cfg(feature = "reference-fallback")]
                 radial::values(g, nb, zs, acc, row);
@@ -354,7 +354,7 @@ pub(crate) fn forces<T: Real>(
                 return;
             }
         } else if batched::Plan::takes_radial(g) {
-            batched::radial_forces::<T, W>(g, nb, zs, slots, m, work);
+            batched::radial_forces::<T, W>(g, nb, zs, slots, m, work, cache);
             return;
         }
         if !cfg!(feature = "reference-fallback") {
