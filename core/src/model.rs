@@ -1160,6 +1160,7 @@ pub(crate) struct GroupMemo<'a, T> {
 /// A group index, the group, its plan and whether the batched kernels take it with that plan
 /// (false for the radial kinds, which need none). Rebuilt field by field in place: moving a
 /// whole slot (~250 bytes) through an `Option` cost more than decoding the group.
+#[derive(Clone, Copy)]
 struct MemoSlot<'a, T> {
     index: usize,
     group: Option<Group<'a, T>>,
@@ -1183,7 +1184,7 @@ impl<'a, T: Real> GroupMemo<'a, T> {
     #[inline(always)]
     pub(crate) fn new() -> Self {
         GroupMemo {
-            slots: core::array::from_fn(|_| MemoSlot::empty()),
+            slots: [MemoSlot::empty(); GROUP_MEMO],
             spare: MemoSlot::empty(),
         }
     }

@@ -282,7 +282,9 @@ impl<T: Real> Plan<T> {
     /// halving (ζ is an integer here; no `powf`, no floor).
     pub fn scale_by_prefactors(&self, v: &mut [T]) {
         for (x, &z) in v.iter_mut().zip(&self.zeta).take(self.n) {
-            *x *= T::HALF.powu(u32::from(z).saturating_sub(1));
+            if z > 1 {
+                *x *= T::HALF.powu(u32::from(z) - 1);
+            }
         }
     }
 
