@@ -73,8 +73,9 @@ const fn instantiated(channels: usize) -> usize {
 /// at most `max_features` reals per slot. Pairs beyond the cache are recomputed in the force
 /// pass, so a smaller cache is correct, only slower.
 pub const fn pair_cache_reals(neighbors: usize, max_channels: usize, max_features: usize) -> usize {
+    // 1-lane targets: radial records, and a pair count per group.
     let radial = if LANES == 1 {
-        neighbors * max_features
+        (neighbors + 1) * max_features
     } else {
         0
     };
@@ -87,7 +88,13 @@ pub const fn pair_cache_reals(neighbors: usize, max_channels: usize, max_feature
     } else {
         instantiated(max_channels)
     };
-    pairs * (1 + 2 * nc) + radial
+    // One-channel groups on 1-lane targets store a `RECORD` per pair instead.
+    let per_pair = if LANES == 1 && 1 + 2 * nc < RECORD {
+        RECORD
+    } else {
+        1 + 2 * nc
+    };
+    pairs * per_pair + radial
 }
 
 /// Channels a kernel instantiated for `NC` works on: `NC` on hosts (a constant, so the channel
@@ -1042,6 +1049,9 @@ fn angular_values_nc<T: Real, const W: usize, const NC: usize>(
     acc: &mut [T],
     comp: &mut [T],
 ) {
+    if W == 1 && NC == 1 {
+        return angular_values_single(g, plan, nb, zs, slots, cache, acc, comp);
+    }
     if W == 1 {
         return angular_values_one::<T, W, NC>(g, plan, nb, zs, slots, cache, acc, comp);
     }
@@ -1150,6 +1160,9 @@ fn angular_forces_nc<T: Real, const W: usize, const NC: usize>(
     m: &[T],
     work: &mut WorkLanes<'_, T>,
 ) {
+    if W == 1 && NC == 1 {
+        return angular_forces_single(g, plan, nb, zs, slots, cache, m, work);
+    }
     if W == 1 {
         return angular_forces_one::<T, W, NC>(g, plan, nb, zs, slots, cache, m, work);
     }
@@ -1268,6 +1281,170 @@ fn angular_forces_one<T: Real, const W: usize, const NC: usize>(
             *z += gk(2);
         }
     });
+}
+
+/// Reals of a pair record of the one-channel single-lane kernels: j and k (as reals, exact
+/// below 2^24), cos θ_jik and the vectors A_j, B_j, A_k, B_k of [`pair_record`].
+pub(crate) const RECORD: usize = 15;
+
+/// The record of one pair (j, k) of a one-channel group. With h = h_j h_k h_jk, the gradients of
+/// Σ_s m_s P_s(cos θ)·h are q·A + q′·B with q = Σ_s m_s P_s and q′ = Σ_s m_s P′_s:
+/// A_j = h_j′h_k h_jk u_j − h_j h_k h_jk′ u_jk, B_j = h (u_k − cos θ u_j)/r_ij,
+/// A_k = h_j h_k′h_jk u_k + h_j h_k h_jk′ u_jk, B_k = h (u_j − cos θ u_k)/r_ik (u_jk and h_jk′
+/// zero for the wide kinds). The value pass stores them; the force pass only combines them.
+#[inline(always)]
+fn pair_record<T: Real>(row: &Row<T, 1>, b: &Batch<T, 1, 1>, out: &mut [T; RECORD]) {
+    let (uj, hj, dhj) = (row.u, row.h[0], row.dh[0]);
+    let uk = [b.u[0][0], b.u[1][0], b.u[2][0]];
+    let ujk = [b.ujk[0][0], b.ujk[1][0], b.ujk[2][0]];
+    let (hk, dhk, hjk, dhjk, cos) = (b.h[0][0], b.dh[0][0], b.hjk[0][0], b.dhjk[0][0], b.cos[0]);
+    let hh = hj * hk * hjk;
+    let (aj, ak, ajk) = (dhj * hk * hjk, hj * dhk * hjk, hj * hk * dhjk);
+    let (bj, bk) = (hh * row.inv_r, hh * b.inv_r[0]);
+    // Element by element (a `[T; RECORD]` copied into the cache was a `memcpy` call).
+    *out = [
+        T::from_usize(row.j),
+        T::from_usize(b.k),
+        cos,
+        aj * uj[0] - ajk * ujk[0],
+        aj * uj[1] - ajk * ujk[1],
+        aj * uj[2] - ajk * ujk[2],
+        bj * (uk[0] - cos * uj[0]),
+        bj * (uk[1] - cos * uj[1]),
+        bj * (uk[2] - cos * uj[2]),
+        ak * uk[0] + ajk * ujk[0],
+        ak * uk[1] + ajk * ujk[1],
+        ak * uk[2] + ajk * ujk[2],
+        bk * (uj[0] - cos * uk[0]),
+        bk * (uj[1] - cos * uk[1]),
+        bk * (uj[2] - cos * uk[2]),
+    ];
+}
+
+/// [`angular_values_nc`] for one lane and one channel (microcontrollers): the pair walk of
+/// [`for_each_pair`] (keeping no r_jk factors of its own here), the values summed into `acc`,
+/// and in `cache` the group's pair count followed by a [`pair_record`] per pair, while they fit,
+/// so that the force pass ([`angular_forces_single`]) reads records instead of walking the
+/// geometry again.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn angular_values_single<T: Real>(
+    g: &Group<'_, T>,
+    plan: &Plan<T>,
+    nb: &Lanes<'_, T>,
+    zs: &[T],
+    slots: &[T],
+    cache: &mut PairCache<'_, T>,
+    acc: &mut [T],
+    comp: &mut [T],
+) {
+    let n = plan.n.min(MAX_FUNCTIONS);
+    let (sum, comp) = sums_in(acc, comp, n);
+    let head = cache.cursor;
+    cache.cursor = head + 1;
+    let mut count = 0usize;
+    let mut none = PairCache::for_forces(&mut [], 0, cache.memo);
+    for_each_batch::<T, 1, 1>(g, plan, nb, zs, slots, &mut none, |row, b| {
+        let cos = b.cos[0];
+        let hh = row.h[0] * b.h[0][0] * b.hjk[0][0];
+        for (s, (sm, cm)) in sum.iter_mut().zip(comp.iter_mut()).enumerate() {
+            let (_, zeta, lambda) = plan.function(s);
+            let base = (T::ONE + lambda * cos).max(T::ZERO);
+            let p = powu::<T, 1>([base], zeta)[0];
+            add(sm, cm, p * hh);
+        }
+        count += 1;
+        let at_c = cache.cursor;
+        cache.cursor = at_c + RECORD;
+        let slot = cache.buf.get_mut(at_c..at_c + RECORD);
+        if let (true, Some(out)) = (cache.fill, slot.and_then(|s| s.try_into().ok())) {
+            pair_record(row, b, out);
+            cache.filled = at_c + RECORD;
+        }
+    });
+    if let (true, Some(x)) = (cache.fill, cache.buf.get_mut(head)) {
+        *x = T::from_usize(count);
+        cache.filled = cache.filled.max(head + 1);
+    }
+    finish_sums(sum, comp);
+}
+
+/// [`angular_forces_nc`] for one lane and one channel: the value pass's pair records in its
+/// order; pairs whose records did not fit are recomputed by the same walk and the same record
+/// code, so the result does not depend on the cache size.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn angular_forces_single<T: Real>(
+    g: &Group<'_, T>,
+    plan: &Plan<T>,
+    nb: &Lanes<'_, T>,
+    zs: &[T],
+    slots: &[T],
+    cache: &mut PairCache<'_, T>,
+    m: &[T],
+    work: &mut WorkLanes<'_, T>,
+) {
+    let n = plan.n.min(MAX_FUNCTIONS).min(m.len());
+    let (gx, gy, gz) = (&mut *work.gx, &mut *work.gy, &mut *work.gz);
+    let mut apply = |rec: &[T; RECORD]| {
+        let (j, k, cos) = (rec[0].to_u32() as usize, rec[1].to_u32() as usize, rec[2]);
+        // q = Σ m_s P_s and q′ = Σ m_s P′_s.
+        let (mut q, mut qp) = (T::ZERO, T::ZERO);
+        for (s, &ms) in m.iter().enumerate().take(n) {
+            let (_, zeta, lambda) = plan.function(s);
+            let raw = T::ONE + lambda * cos;
+            let base = raw.max(T::ZERO);
+            let pm1 = powu::<T, 1>([base], zeta - 1)[0];
+            q += ms * pm1 * base;
+            qp += if raw > T::ZERO {
+                ms * T::from_usize(zeta as usize) * lambda * pm1
+            } else {
+                T::ZERO
+            };
+        }
+        if let (Some(x), Some(y), Some(z)) = (gx.get_mut(j), gy.get_mut(j), gz.get_mut(j)) {
+            *x += q * rec[3] + qp * rec[6];
+            *y += q * rec[4] + qp * rec[7];
+            *z += q * rec[5] + qp * rec[8];
+        }
+        if let (Some(x), Some(y), Some(z)) = (gx.get_mut(k), gy.get_mut(k), gz.get_mut(k)) {
+            *x += q * rec[9] + qp * rec[12];
+            *y += q * rec[10] + qp * rec[13];
+            *z += q * rec[11] + qp * rec[14];
+        }
+    };
+    let head = cache.cursor;
+    let body = head + 1;
+    // The group's pair count, when the value pass stored it.
+    let count = match cache.buf.get(head) {
+        Some(&c) if !cache.fill && head < cache.filled => Some(c.to_u32() as usize),
+        _ => None,
+    };
+    let stored = match count {
+        Some(c) => (cache.filled.saturating_sub(body) / RECORD).min(c),
+        None => 0,
+    };
+    let records = cache.buf.get(body..body + stored * RECORD).unwrap_or(&[]);
+    for r in records.chunks_exact(RECORD) {
+        if let Ok(rec) = <&[T; RECORD]>::try_from(r) {
+            apply(rec);
+        }
+    }
+    let mut seen = stored;
+    if count != Some(stored) {
+        // The rest, recomputed: the value pass's walk and record code, skipping the stored.
+        seen = 0;
+        let mut none = PairCache::for_forces(&mut [], 0, cache.memo);
+        for_each_batch::<T, 1, 1>(g, plan, nb, zs, slots, &mut none, |row, b| {
+            seen += 1;
+            if seen > stored {
+                let mut rec = [T::ZERO; RECORD];
+                pair_record(row, b, &mut rec);
+                apply(&rec);
+            }
+        });
+    }
+    cache.cursor = body + seen * RECORD;
 }
 
 /// Adds the values of radial group `g` into `acc`; `comp` (≥ `g.n` long) is scratch. With one
@@ -1475,15 +1652,24 @@ mod tests {
         }
     }
 
-    /// Parameter lanes (η, r_s, ζ, λ) of `n` functions: three channels, ζ ∈ {1, 2, 4, 16}; with
-    /// `shared`, one r_s and η in ratios 1 : 3 : 7 (the shared-exponential path).
-    fn params<T: Real>(n: usize, angular: bool, shared: bool) -> [Vec<T>; 4] {
-        let eta = if shared {
-            [0.01, 0.03, 0.07]
-        } else {
-            [0.01, 0.3, 0.07]
+    /// The (η, r_s) channels of the test groups.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum Channels {
+        /// Three, with two r_s.
+        Three,
+        /// Three with one r_s and η in ratios 1 : 3 : 7 (the shared-exponential path).
+        Shared,
+        /// One (the one-channel single-lane kernels, with pair records, at W = 1).
+        One,
+    }
+
+    /// Parameter lanes (η, r_s, ζ, λ) of `n` functions with ζ ∈ {1, 2, 4, 16}.
+    fn params<T: Real>(n: usize, angular: bool, channels: Channels) -> [Vec<T>; 4] {
+        let (eta, rs) = match channels {
+            Channels::Three => ([0.01, 0.3, 0.07], [0.0, 0.0, 1.1]),
+            Channels::Shared => ([0.01, 0.03, 0.07], [0.0; 3]),
+            Channels::One => ([0.03; 3], [0.0; 3]),
         };
-        let rs = if shared { [0.0; 3] } else { [0.0, 0.0, 1.1] };
         let zeta = [1.0, 2.0, 4.0, 16.0];
         let f = |x: f64| T::from_f64(x);
         [
@@ -1527,8 +1713,15 @@ mod tests {
             AngularWide,
             AngularNarrowWeighted,
         ];
-        for (kind, shared) in kinds.into_iter().flat_map(|k| [(k, false), (k, true)]) {
-            let p = params::<T>(n, kind.is_angular(), shared);
+        let modes = [Channels::Three, Channels::Shared, Channels::One];
+        // (One channel means identical radial functions, whose m-weighted gradients cancel.)
+        let cases = kinds
+            .into_iter()
+            .flat_map(|k| modes.map(|c| (k, c)))
+            .filter(|(k, c)| k.is_angular() || *c != Channels::One);
+        for (kind, channels) in cases {
+            let shared = channels == Channels::Shared;
+            let p = params::<T>(n, kind.is_angular(), channels);
             let lanes: Vec<T> = p.iter().take(kind.n_params()).flatten().copied().collect();
             for ck in CutoffKind::ALL {
                 for (e1, e2) in [(0, 0), (1, 2), (2, 2)] {
@@ -1544,7 +1737,7 @@ mod tests {
                     };
                     let plan = Plan::new(&g).unwrap();
                     assert_eq!(plan.eta0 > T::ZERO, shared && kind.is_angular());
-                    let what = format!("{kind:?} {ck:?} ({e1}, {e2}) W {W} shared {shared}");
+                    let what = format!("{kind:?} {ck:?} ({e1}, {e2}) W {W} {channels:?}");
                     let (lanes_nb, mut work) = nb.lanes();
                     // Values.
                     let (mut want, mut got) = (vec![T::ZERO; n], vec![T::ZERO; n]);
@@ -1617,7 +1810,9 @@ mod tests {
                     let want = run(false, 0);
                     let cached = run(true, filled);
                     let fresh = run(true, 0);
+                    let part = run(true, filled / 2);
                     assert_eq!(cached, fresh, "{what}: cached and recomputed differ");
+                    assert_eq!(cached, part, "{what}: cached and half-cached differ");
                     let scale = want.iter().fold(1e-30, |a, x| a.max(x.to_f64().abs()));
                     for (k, (a, b)) in cached.iter().zip(&want).enumerate() {
                         let err = (a.to_f64() - b.to_f64()).abs() / scale;
