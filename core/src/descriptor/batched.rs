@@ -373,6 +373,13 @@ fn add_lanes<T: Real, const W: usize>(s: &mut [T], k: usize, end: usize, v: [T; 
 /// b^n per lane by repeated squaring (the exponent is the same for every lane).
 #[inline(always)]
 fn powu<T: Real, const W: usize>(b: [T; W], mut n: u32) -> [T; W] {
+    // The common exponents without the loop (same values: 1·b = b).
+    if n == 0 {
+        return [T::ONE; W];
+    }
+    if n == 1 {
+        return b;
+    }
     let mut acc = [T::ONE; W];
     let mut b = b;
     while n > 0 {
