@@ -56,7 +56,8 @@ impl WorkspaceSize {
     pub const fn new(dims: &ModelDims, atoms: usize, neighbors: usize) -> Self {
         let minimal = Self::minimal(dims, atoms, neighbors);
         WorkspaceSize {
-            reals: minimal.reals + pair_cache_reals(neighbors, dims.max_channels, dims.max_features),
+            reals: minimal.reals
+                + pair_cache_reals(neighbors, dims.max_channels, dims.max_features),
             ..minimal
         }
     }

@@ -1291,28 +1291,46 @@ fn angular_forces_one<T: Real, const W: usize, const NC: usize>(
 }
 
 /// Reals of a pair record of the one-channel single-lane kernels: j and k (as reals, exact
-/// below 2^24), cos θ_jik and the vectors A_j, B_j, A_k, B_k of [`pair_record`].
-pub(crate) const RECORD: usize = 15;
+/// below 2^24), cos θ_jik, h = h_j h_k h_jk, the vectors A_j, B_j, A_k, B_k of
+/// [`pair_record`], and one real of force-pass scratch.
+pub(crate) const RECORD: usize = 17;
+/// Positions in a record: cos θ, h (q in the force pass), and q′ (force pass).
+const R_COS: usize = 2;
+const R_H: usize = 3;
+const R_QP: usize = 16;
 
-/// The record of one pair (j, k) of a one-channel group. With h = h_j h_k h_jk, the gradients of
-/// Σ_s m_s P_s(cos θ)·h are q·A + q′·B with q = Σ_s m_s P_s and q′ = Σ_s m_s P′_s:
-/// A_j = h_j′h_k h_jk u_j − h_j h_k h_jk′ u_jk, B_j = h (u_k − cos θ u_j)/r_ij,
+/// One neighbour's share of a pair record: unit vector, 1/r, h and h′ of the group's channel.
+#[derive(Clone, Copy)]
+struct Side<T> {
+    u: [T; 3],
+    inv: T,
+    h: T,
+    dh: T,
+}
+
+/// Writes the record of pair (j, k) of a one-channel group into `out`. With h = h_j h_k h_jk,
+/// the gradients of Σ_s m_s P_s(cos θ)·h are q·A + q′·B with q = Σ_s m_s P_s and
+/// q′ = Σ_s m_s P′_s: A_j = h_j′h_k h_jk u_j − h_j h_k h_jk′ u_jk, B_j = h (u_k − cos θ u_j)/r_ij,
 /// A_k = h_j h_k′h_jk u_k + h_j h_k h_jk′ u_jk, B_k = h (u_j − cos θ u_k)/r_ik (u_jk and h_jk′
-/// zero for the wide kinds). The value pass stores them; the force pass only combines them.
+/// zero for the wide kinds). The value pass stores records; the force pass only combines them.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn pair_record<T: Real>(row: &Row<T, 1>, b: &Batch<T, 1, 1>, out: &mut [T; RECORD]) {
-    let (uj, hj, dhj) = (row.u, row.h[0], row.dh[0]);
-    let uk = [b.u[0][0], b.u[1][0], b.u[2][0]];
-    let ujk = [b.ujk[0][0], b.ujk[1][0], b.ujk[2][0]];
-    let (hk, dhk, hjk, dhjk, cos) = (b.h[0][0], b.dh[0][0], b.hjk[0][0], b.dhjk[0][0], b.cos[0]);
-    let hh = hj * hk * hjk;
-    let (aj, ak, ajk) = (dhj * hk * hjk, hj * dhk * hjk, hj * hk * dhjk);
-    let (bj, bk) = (hh * row.inv_r, hh * b.inv_r[0]);
-    // Element by element (a `[T; RECORD]` copied into the cache was a `memcpy` call).
+fn pair_record<T: Real>(
+    (j, sj): (usize, &Side<T>),
+    (k, sk): (usize, &Side<T>),
+    cos: T,
+    (hjk, dhjk, ujk): (T, T, [T; 3]),
+    out: &mut [T; RECORD],
+) {
+    let (uj, uk) = (sj.u, sk.u);
+    let hh = sj.h * sk.h * hjk;
+    let (aj, ak, ajk) = (sj.dh * sk.h * hjk, sj.h * sk.dh * hjk, sj.h * sk.h * dhjk);
+    let (bj, bk) = (hh * sj.inv, hh * sk.inv);
     *out = [
-        T::from_usize(row.j),
-        T::from_usize(b.k),
+        T::from_usize(j),
+        T::from_usize(k),
         cos,
+        hh,
         aj * uj[0] - ajk * ujk[0],
         aj * uj[1] - ajk * ujk[1],
         aj * uj[2] - ajk * ujk[2],
@@ -1325,14 +1343,166 @@ fn pair_record<T: Real>(row: &Row<T, 1>, b: &Batch<T, 1, 1>, out: &mut [T; RECOR
         bk * (uj[0] - cos * uk[0]),
         bk * (uj[1] - cos * uk[1]),
         bk * (uj[2] - cos * uk[2]),
+        T::ZERO,
     ];
 }
 
-/// [`angular_values_nc`] for one lane and one channel (microcontrollers): the pair walk of
-/// [`for_each_pair`] (keeping no r_jk factors of its own here), the values summed into `acc`,
-/// and in `cache` the group's pair count followed by a [`pair_record`] per pair, while they fit,
-/// so that the force pass ([`angular_forces_single`]) reads records instead of walking the
-/// geometry again.
+/// The pair walk of the one-channel single-lane kernels: the pairs of [`for_each_pair`] in its
+/// order, each made into a [`pair_record`]. From pair `skip` + 1 on, a record goes into `cache`
+/// at its cursor when `store` is set and it fits (the stored records are then a prefix from
+/// `body`), else to `spill` with the stored prefix. Returns (pairs, stored).
+///
+/// Written for microcontrollers: each block of k neighbours is cut once into exact slices and
+/// zipped, the row's neighbour j held in registers, and nothing but the record is built per
+/// pair (the generic walk's lane structures cost ~200 instructions a pair there).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn walk_records<'s, T: Real>(
+    g: &Group<'_, T>,
+    plan: &Plan<T>,
+    nb: &Lanes<'s, T>,
+    zs: &[T],
+    slots: &'s [T],
+    cache: &mut PairCache<'_, T>,
+    (store, skip, body): (bool, usize, usize),
+    mut spill: impl FnMut(&[T; RECORD], &[T]),
+) -> (usize, usize) {
+    let cap = nb.r.len();
+    let rc = g.cutoff.rc();
+    let narrow = g.kind.is_narrow();
+    let SlotView { u, inv, h, dh } = SlotView::<T, 1>::new(slots, cap, plan.channels);
+    let [u0, u1, u2] = u;
+    let (h0, dh0) = (h[0], dh[0]);
+    let weighted = g.kind.is_weighted();
+    let species = if weighted { zs.len() } else { 1 };
+    let (mut pairs, mut stored) = (0usize, 0usize);
+    for a in 0..species {
+        for b in a..species {
+            let (a, b) = if weighted { (a, b) } else { (g.e1, g.e2) };
+            let (ra, rb) = (nb.range(a), nb.range(b));
+            // The k block cut once into slices of exactly `len` (checked once), which the pair
+            // loop indexes without checks. Rows are short on a molecule (~1.3 pairs each for
+            // ethanol), so per-row work counts as much as per-pair work.
+            let c = |s: &'s [T]| s.get(rb.clone());
+            let (Some(kx), Some(ky), Some(kz), Some(ki)) = (c(u0), c(u1), c(u2), c(inv)) else {
+                continue;
+            };
+            let (Some(kh), Some(kdh)) = (c(h0), c(dh0)) else {
+                continue;
+            };
+            let (Some(dx), Some(dy), Some(dz)) = (c(nb.dx), c(nb.dy), c(nb.dz)) else {
+                continue;
+            };
+            let len = rb.len();
+            // The j block likewise.
+            let cj = |s: &'s [T]| s.get(ra.clone());
+            let (Some(jx), Some(jy), Some(jz), Some(ji)) = (cj(u0), cj(u1), cj(u2), cj(inv)) else {
+                continue;
+            };
+            let (Some(jh), Some(jdh), Some(jr)) = (cj(h0), cj(dh0), cj(nb.r)) else {
+                continue;
+            };
+            let (Some(ex), Some(ey), Some(ez)) = (cj(nb.dx), cj(nb.dy), cj(nb.dz)) else {
+                continue;
+            };
+            for (jj, j) in ra.clone().enumerate() {
+                if jj >= jr.len() {
+                    break;
+                }
+                let (rj, xj, yj, zj) = (jr[jj], ex[jj], ey[jj], ez[jj]);
+                let sj = Side {
+                    u: [jx[jj], jy[jj], jz[jj]],
+                    inv: ji[jj],
+                    h: jh[jj],
+                    dh: jdh[jj],
+                };
+                if rj >= rc {
+                    continue;
+                }
+                let first = if a == b {
+                    (j + 1).saturating_sub(rb.start)
+                } else {
+                    0
+                };
+                for i in first..len {
+                    let (k, ux, uy, uz, ik) = (rb.start + i, kx[i], ky[i], kz[i], ki[i]);
+                    let (hk, dhk, x, y, z) = (kh[i], kdh[i], dx[i], dy[i], dz[i]);
+                    pairs += 1;
+                    if pairs <= skip {
+                        continue;
+                    }
+                    let sk = Side {
+                        u: [ux, uy, uz],
+                        inv: ik,
+                        h: hk,
+                        dh: dhk,
+                    };
+                    let cos = sj.u[0] * ux + sj.u[1] * uy + sj.u[2] * uz;
+                    let jk = if narrow {
+                        let djk = [[x - xj], [y - yj], [z - zj]];
+                        let (ir, hjk, dhjk) = jk_factors::<T, 1, 1>(g, plan, &djk);
+                        let ujk = [djk[0][0] * ir[0], djk[1][0] * ir[0], djk[2][0] * ir[0]];
+                        (hjk[0][0], dhjk[0][0], ujk)
+                    } else {
+                        (T::ONE, T::ZERO, [T::ZERO; 3])
+                    };
+                    let at_c = cache.cursor;
+                    cache.cursor = at_c + RECORD;
+                    let slot = match cache.buf.get_mut(at_c..at_c + RECORD) {
+                        Some(s) if store && stored + skip + 1 == pairs => {
+                            <&mut [T; RECORD]>::try_from(s).ok()
+                        }
+                        _ => None,
+                    };
+                    if let Some(out) = slot {
+                        pair_record((j, &sj), (k, &sk), cos, jk, out);
+                        cache.filled = at_c + RECORD;
+                        stored += 1;
+                    } else {
+                        let mut rec = [T::ZERO; RECORD];
+                        pair_record((j, &sj), (k, &sk), cos, jk, &mut rec);
+                        let prefix = cache.buf.get(body..body + stored * RECORD);
+                        spill(&rec, prefix.unwrap_or(&[]));
+                    }
+                }
+            }
+            if !weighted {
+                return (pairs, stored);
+            }
+        }
+    }
+    (pairs, stored)
+}
+
+/// P_s(cos θ) = max(1 + λ cos θ, 0)^ζ of one function.
+#[inline(always)]
+fn angular_term<T: Real>(cos: T, zeta: u32, lambda: T) -> T {
+    let base = (T::ONE + lambda * cos).max(T::ZERO);
+    powu::<T, 1>([base], zeta)[0]
+}
+
+/// Adds P_s(cos)·h of every record to the sums, function by function (the function's
+/// parameters and its sum stay in registers over the pairs).
+#[inline(always)]
+fn values_from_records<T: Real>(plan: &Plan<T>, records: &[T], sum: &mut [T], comp: &mut [T]) {
+    for (s, (sm, cm)) in sum.iter_mut().zip(comp.iter_mut()).enumerate() {
+        let (_, zeta, lambda) = plan.function(s);
+        let (mut a, mut c) = (*sm, *cm);
+        for r in records.chunks_exact(RECORD) {
+            if let (Some(&cos), Some(&h)) = (r.get(R_COS), r.get(R_H)) {
+                add(&mut a, &mut c, angular_term(cos, zeta, lambda) * h);
+            }
+        }
+        (*sm, *cm) = (a, c);
+    }
+}
+
+/// [`angular_values_nc`] for one lane and one channel (microcontrollers): [`walk_records`]
+/// stores the group's pair count and a record per pair in `cache` while they fit; the sums
+/// are then taken over the records function by function. Pairs whose records do not fit are
+/// summed as they come, after the stored ones, so every sum adds the pairs in walk order
+/// either way and the result does not depend on the cache size. The force pass
+/// ([`angular_forces_single`]) combines the records instead of walking the geometry again.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn angular_values_single<T: Real>(
@@ -1348,37 +1518,74 @@ fn angular_values_single<T: Real>(
     let n = plan.n.min(MAX_FUNCTIONS);
     let (sum, comp) = sums_in(acc, comp, n);
     let head = cache.cursor;
-    cache.cursor = head + 1;
-    let mut count = 0usize;
-    let mut none = PairCache::for_forces(&mut [], 0, cache.memo);
-    for_each_batch::<T, 1, 1>(g, plan, nb, zs, slots, &mut none, |row, b| {
-        let cos = b.cos[0];
-        let hh = row.h[0] * b.h[0][0] * b.hjk[0][0];
-        for (s, (sm, cm)) in sum.iter_mut().zip(comp.iter_mut()).enumerate() {
-            let (_, zeta, lambda) = plan.function(s);
-            let base = (T::ONE + lambda * cos).max(T::ZERO);
-            let p = powu::<T, 1>([base], zeta)[0];
-            add(sm, cm, p * hh);
-        }
-        count += 1;
-        let at_c = cache.cursor;
-        cache.cursor = at_c + RECORD;
-        let slot = cache.buf.get_mut(at_c..at_c + RECORD);
-        if let (true, Some(out)) = (cache.fill, slot.and_then(|s| s.try_into().ok())) {
-            pair_record(row, b, out);
-            cache.filled = at_c + RECORD;
-        }
-    });
-    if let (true, Some(x)) = (cache.fill, cache.buf.get_mut(head)) {
+    let body = head + 1;
+    cache.cursor = body;
+    let mut summed = false;
+    let fill = cache.fill;
+    let (count, stored) = walk_records(
+        g,
+        plan,
+        nb,
+        zs,
+        slots,
+        cache,
+        (fill, 0, body),
+        |rec, prefix| {
+            if !summed {
+                values_from_records(plan, prefix, sum, comp);
+                summed = true;
+            }
+            for (s, (sm, cm)) in sum.iter_mut().zip(comp.iter_mut()).enumerate() {
+                let (_, zeta, lambda) = plan.function(s);
+                add(sm, cm, angular_term(rec[R_COS], zeta, lambda) * rec[R_H]);
+            }
+        },
+    );
+    if !summed {
+        let records = cache.buf.get(body..body + stored * RECORD);
+        values_from_records(plan, records.unwrap_or(&[]), sum, comp);
+    }
+    if let (true, Some(x)) = (fill, cache.buf.get_mut(head)) {
         *x = T::from_usize(count);
         cache.filled = cache.filled.max(head + 1);
     }
     finish_sums(sum, comp);
 }
 
-/// [`angular_forces_nc`] for one lane and one channel: the value pass's pair records in its
-/// order; pairs whose records did not fit are recomputed by the same walk and the same record
-/// code, so the result does not depend on the cache size.
+/// One function's contributions to q and q′ at cos θ: m_s·base^(ζ−1)·base and, where the pair
+/// is not clipped, (m_s ζ λ)·base^(ζ−1).
+#[inline(always)]
+fn force_terms<T: Real>(cos: T, zeta: u32, lambda: T, ms: T, scale: T) -> (T, T) {
+    let raw = T::ONE + lambda * cos;
+    let base = raw.max(T::ZERO);
+    let pm1 = powu::<T, 1>([base], zeta - 1)[0];
+    (
+        ms * pm1 * base,
+        if raw > T::ZERO { scale * pm1 } else { T::ZERO },
+    )
+}
+
+/// Adds q·A + q′·B of a record to the gradient lanes of its j and k.
+#[inline(always)]
+fn scatter_record<T: Real>(work: &mut WorkLanes<'_, T>, rec: &[T; RECORD], q: T, qp: T) {
+    let (j, k) = (rec[0].to_u32() as usize, rec[1].to_u32() as usize);
+    let (gx, gy, gz) = (&mut *work.gx, &mut *work.gy, &mut *work.gz);
+    if let (Some(x), Some(y), Some(z)) = (gx.get_mut(j), gy.get_mut(j), gz.get_mut(j)) {
+        *x += q * rec[4] + qp * rec[7];
+        *y += q * rec[5] + qp * rec[8];
+        *z += q * rec[6] + qp * rec[9];
+    }
+    if let (Some(x), Some(y), Some(z)) = (gx.get_mut(k), gy.get_mut(k), gz.get_mut(k)) {
+        *x += q * rec[10] + qp * rec[13];
+        *y += q * rec[11] + qp * rec[14];
+        *z += q * rec[12] + qp * rec[15];
+    }
+}
+
+/// [`angular_forces_nc`] for one lane and one channel: q and q′ of every stored record,
+/// function by function, then the gradients q·A + q′·B in pair order; pairs whose records did
+/// not fit are recomputed afterwards by the value pass's walk and record code, so the result
+/// does not depend on the cache size.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn angular_forces_single<T: Real>(
@@ -1392,34 +1599,6 @@ fn angular_forces_single<T: Real>(
     work: &mut WorkLanes<'_, T>,
 ) {
     let n = plan.n.min(MAX_FUNCTIONS).min(m.len());
-    let (gx, gy, gz) = (&mut *work.gx, &mut *work.gy, &mut *work.gz);
-    let mut apply = |rec: &[T; RECORD]| {
-        let (j, k, cos) = (rec[0].to_u32() as usize, rec[1].to_u32() as usize, rec[2]);
-        // q = Σ m_s P_s and q′ = Σ m_s P′_s.
-        let (mut q, mut qp) = (T::ZERO, T::ZERO);
-        for (s, &ms) in m.iter().enumerate().take(n) {
-            let (_, zeta, lambda) = plan.function(s);
-            let raw = T::ONE + lambda * cos;
-            let base = raw.max(T::ZERO);
-            let pm1 = powu::<T, 1>([base], zeta - 1)[0];
-            q += ms * pm1 * base;
-            qp += if raw > T::ZERO {
-                ms * T::from_usize(zeta as usize) * lambda * pm1
-            } else {
-                T::ZERO
-            };
-        }
-        if let (Some(x), Some(y), Some(z)) = (gx.get_mut(j), gy.get_mut(j), gz.get_mut(j)) {
-            *x += q * rec[3] + qp * rec[6];
-            *y += q * rec[4] + qp * rec[7];
-            *z += q * rec[5] + qp * rec[8];
-        }
-        if let (Some(x), Some(y), Some(z)) = (gx.get_mut(k), gy.get_mut(k), gz.get_mut(k)) {
-            *x += q * rec[9] + qp * rec[12];
-            *y += q * rec[10] + qp * rec[13];
-            *z += q * rec[11] + qp * rec[14];
-        }
-    };
     let head = cache.cursor;
     let body = head + 1;
     // The group's pair count, when the value pass stored it.
@@ -1431,25 +1610,56 @@ fn angular_forces_single<T: Real>(
         Some(c) => (cache.filled.saturating_sub(body) / RECORD).min(c),
         None => 0,
     };
-    let records = cache.buf.get(body..body + stored * RECORD).unwrap_or(&[]);
+    let records = cache
+        .buf
+        .get_mut(body..body + stored * RECORD)
+        .unwrap_or(&mut []);
+    // q over the h slot (no longer needed), q′ in the scratch slot; each summed over s in order.
+    for r in records.chunks_exact_mut(RECORD) {
+        if let Ok(r) = <&mut [T; RECORD]>::try_from(r) {
+            (r[R_H], r[R_QP]) = (T::ZERO, T::ZERO);
+        }
+    }
+    for (s, &ms) in m.iter().enumerate().take(n) {
+        let (_, zeta, lambda) = plan.function(s);
+        let scale = ms * T::from_usize(zeta as usize) * lambda;
+        for r in records.chunks_exact_mut(RECORD) {
+            if let Ok(r) = <&mut [T; RECORD]>::try_from(r) {
+                let (a, b) = force_terms(r[R_COS], zeta, lambda, ms, scale);
+                r[R_H] += a;
+                r[R_QP] += b;
+            }
+        }
+    }
     for r in records.chunks_exact(RECORD) {
         if let Ok(rec) = <&[T; RECORD]>::try_from(r) {
-            apply(rec);
+            scatter_record(work, rec, rec[R_H], rec[R_QP]);
         }
     }
     let mut seen = stored;
     if count != Some(stored) {
-        // The rest, recomputed: the value pass's walk and record code, skipping the stored.
-        seen = 0;
-        let mut none = PairCache::for_forces(&mut [], 0, cache.memo);
-        for_each_batch::<T, 1, 1>(g, plan, nb, zs, slots, &mut none, |row, b| {
-            seen += 1;
-            if seen > stored {
-                let mut rec = [T::ZERO; RECORD];
-                pair_record(row, b, &mut rec);
-                apply(&rec);
-            }
-        });
+        // The rest, recomputed by the value pass's walk and record code.
+        let (pairs, _) = walk_records(
+            g,
+            plan,
+            nb,
+            zs,
+            slots,
+            cache,
+            (false, stored, body),
+            |rec, _| {
+                let (mut q, mut qp) = (T::ZERO, T::ZERO);
+                for (s, &ms) in m.iter().enumerate().take(n) {
+                    let (_, zeta, lambda) = plan.function(s);
+                    let scale = ms * T::from_usize(zeta as usize) * lambda;
+                    let (a, b) = force_terms(rec[R_COS], zeta, lambda, ms, scale);
+                    q += a;
+                    qp += b;
+                }
+                scatter_record(work, rec, q, qp);
+            },
+        );
+        seen = pairs;
     }
     cache.cursor = body + seen * RECORD;
 }
@@ -1756,14 +1966,11 @@ mod tests {
                             &g, &lanes_nb, &mut work, &zs, &mut want, &mut comp,
                         );
                         angular_values::<T, W>(
-                            &g, &plan, &lanes_nb, &zs, &mut slots, &mut cache, &mut got,
-                            &mut comp,
+                            &g, &plan, &lanes_nb, &zs, &mut slots, &mut cache, &mut got, &mut comp,
                         );
                     } else {
                         crate::descriptor::radial::values(&g, &lanes_nb, &zs, &mut want, &mut comp);
-                        radial_values::<T, W>(
-                            &g, &lanes_nb, &zs, &mut got, &mut comp, &mut cache,
-                        );
+                        radial_values::<T, W>(&g, &lanes_nb, &zs, &mut got, &mut comp, &mut cache);
                     }
                     let filled = cache.filled();
                     let scale = want.iter().fold(1e-30, |a, x| a.max(x.to_f64().abs()));
