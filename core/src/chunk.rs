@@ -198,17 +198,27 @@ impl<T: Real> ForceSink<T> for Direct<'_, T> {
     #[inline]
     fn atom(&mut self, i: usize, nb: &NeighborSet<'_, T>) -> Result<(), ComputeError> {
         let forces = &mut *self.0;
-        let mut fi = [T::ZERO; 3];
-        for k in 0..nb.len() {
-            let g = nb.gradient(k);
-            let j = nb.atom_index(k).unwrap_or(0) as usize;
-            if let Some(fj) = forces.get_mut(j) {
-                fj.iter_mut().zip(g).for_each(|(f, x)| *f -= x);
+        // Lanes cut once and components written out (per-slot accessors and loops over three
+        // cost several times the arithmetic on a microcontroller); same operations in the same
+        // order.
+        let n = nb.len();
+        let (Some(gx), Some(gy), Some(gz)) = (nb.gx.get(..n), nb.gy.get(..n), nb.gz.get(..n))
+        else {
+            return Ok(());
+        };
+        let Some(index) = nb.index.get(..n) else {
+            return Ok(());
+        };
+        let (mut fx, mut fy, mut fz) = (T::ZERO, T::ZERO, T::ZERO);
+        for k in 0..n {
+            let (a, b, c) = (gx[k], gy[k], gz[k]);
+            if let Some(fj) = forces.get_mut(index[k] as usize) {
+                *fj = [fj[0] - a, fj[1] - b, fj[2] - c];
             }
-            fi.iter_mut().zip(g).for_each(|(f, x)| *f += x);
+            (fx, fy, fz) = (fx + a, fy + b, fz + c);
         }
         if let Some(f) = forces.get_mut(i) {
-            f.iter_mut().zip(fi).for_each(|(f, x)| *f += x);
+            *f = [f[0] + fx, f[1] + fy, f[2] + fz];
         }
         Ok(())
     }
