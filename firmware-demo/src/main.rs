@@ -30,8 +30,9 @@ const DIMS: ModelDims = ModelDims {
     max_network: 11,
     max_channels: 1,
 };
-/// Neighbour slots per atom (ethanol: at most 8 others).
-const MAX_NEIGHBORS: usize = 12;
+/// Neighbour slots per atom: every other atom of the molecule (no more can ever be within
+/// the cutoff, whatever the dynamics do). The pair cache is sized from it, quadratically.
+const MAX_NEIGHBORS: usize = N - 1;
 const WS: WorkspaceSize = WorkspaceSize::new(&DIMS, N, MAX_NEIGHBORS);
 
 static mut WS_REALS: [f32; WS.reals] = [0.0; WS.reals];
