@@ -198,9 +198,9 @@ impl<T: Real> ForceSink<T> for Direct<'_, T> {
     #[inline]
     fn atom(&mut self, i: usize, nb: &NeighborSet<'_, T>) -> Result<(), ComputeError> {
         let forces = &mut *self.0;
-        // Lanes cut once and components written out (per-slot accessors and loops over three
-        // cost several times the arithmetic on a microcontroller); same operations in the same
-        // order.
+        // Lanes cut once (so that the optimiser drops the checks below) and components written
+        // out (per-slot accessors and loops over three cost several times the arithmetic on a
+        // microcontroller); same operations in the same order.
         let n = nb.len();
         let (Some(gx), Some(gy), Some(gz)) = (nb.gx.get(..n), nb.gy.get(..n), nb.gz.get(..n))
         else {
@@ -211,8 +211,12 @@ impl<T: Real> ForceSink<T> for Direct<'_, T> {
         };
         let (mut fx, mut fy, mut fz) = (T::ZERO, T::ZERO, T::ZERO);
         for k in 0..n {
-            let (a, b, c) = (gx[k], gy[k], gz[k]);
-            if let Some(fj) = forces.get_mut(index[k] as usize) {
+            let (Some(&a), Some(&b), Some(&c), Some(&j)) =
+                (gx.get(k), gy.get(k), gz.get(k), index.get(k))
+            else {
+                break;
+            };
+            if let Some(fj) = forces.get_mut(j as usize) {
                 *fj = [fj[0] - a, fj[1] - b, fj[2] - c];
             }
             (fx, fy, fz) = (fx + a, fy + b, fz + c);

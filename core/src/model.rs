@@ -1246,8 +1246,9 @@ fn decode_layer<'a, T: Real>(layers: &[u8], reals: &'a [T], l: usize) -> Option<
 /// microcontroller, one small molecule; on an f32-only FPU f64 arithmetic is software double
 /// precision, ~100 instructions an addition).
 fn virial<T: Real>(nb: &NeighborSet<'_, T>, w: &mut [[T; 3]; 3]) {
-    // Lanes cut to the neighbour count once and indexed without checks, the sums in locals:
-    // per-slot accessors cost ~17 instructions a product on a microcontroller.
+    // Lanes cut to the neighbour count once (so that the optimiser drops the checks below),
+    // the sums in locals: per-slot accessors cost ~17 instructions a product on a
+    // microcontroller.
     let n = nb.len();
     let (Some(dx), Some(dy), Some(dz)) = (nb.dx.get(..n), nb.dy.get(..n), nb.dz.get(..n)) else {
         return;
@@ -1258,7 +1259,12 @@ fn virial<T: Real>(nb: &NeighborSet<'_, T>, w: &mut [[T; 3]; 3]) {
     let [[mut xx, mut xy, mut xz], [mut yx, mut yy, mut yz], [mut zx, mut zy, mut zz]] = *w;
     // Written out: loops over three do not unroll at opt-level "s".
     for k in 0..n {
-        let (x, y, z, a, b, c) = (dx[k], dy[k], dz[k], gx[k], gy[k], gz[k]);
+        let (Some(&x), Some(&y), Some(&z)) = (dx.get(k), dy.get(k), dz.get(k)) else {
+            break;
+        };
+        let (Some(&a), Some(&b), Some(&c)) = (gx.get(k), gy.get(k), gz.get(k)) else {
+            break;
+        };
         (xx, xy, xz) = (xx - x * a, xy - x * b, xz - x * c);
         (yx, yy, yz) = (yx - y * a, yy - y * b, yz - y * c);
         (zx, zy, zz) = (zx - z * a, zy - z * b, zz - z * c);

@@ -89,10 +89,9 @@ pub struct Frame {
 impl Frame {
     /// A frame holding `structure`, periodic in all directions if it has a lattice.
     pub fn new(structure: Structure) -> Self {
-        let periodic = structure.lattice.is_some();
         Frame {
+            pbc: structure.pbc(),
             structure,
-            pbc: [periodic; 3],
             ..Frame::default()
         }
     }
@@ -690,6 +689,10 @@ impl Header {
             }
         }
         frame.pbc = pbc.unwrap_or([frame.structure.lattice.is_some(); 3]);
+        // Open axes matter only with a lattice (without one the structure is open anyway).
+        if frame.structure.lattice.is_some() {
+            frame.structure.open = frame.pbc.map(|p| !p);
+        }
         let props = props.as_deref().unwrap_or("species:S:1:pos:R:3");
         let columns =
             parse_properties(props).map_err(|e| at.err(format_args!("`Properties`: {e}")))?;

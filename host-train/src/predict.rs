@@ -60,9 +60,9 @@ impl Predictor {
         self.blob.bytes()
     }
 
-    /// Predicts `s` in `precision` (periodic in all directions when it has a lattice).
+    /// Predicts `s` in `precision` (periodic along its lattice vectors but its open axes).
     pub fn predict(&self, s: &Structure, precision: Precision) -> Result<Prediction> {
-        self.predict_pbc(s, [s.lattice.is_some(); 3], precision)
+        self.predict_pbc(s, s.pbc(), precision)
     }
 
     /// Predicts `s` with periodicity `pbc` along its lattice vectors (ignored without one).

@@ -204,7 +204,10 @@ pub fn system_arrays(spec: &ModelSpec, s: &Structure) -> Result<SystemArrays> {
     Ok((
         s.positions.clone(),
         species,
-        s.lattice.map(mlff_core::Cell::periodic),
+        s.lattice.map(|vectors| mlff_core::Cell {
+            vectors,
+            pbc: s.pbc(),
+        }),
     ))
 }
 

@@ -23,9 +23,19 @@ pub struct Structure {
     pub forces: Vec<[f64; 3]>,
     /// Reference energy, if given.
     pub energy: Option<f64>,
+    /// Lattice axes that are not periodic (a slab's vacuum direction: extended XYZ `pbc="T T F"`).
+    /// Without a lattice every axis is open whatever this says.
+    pub open: [bool; 3],
 }
 
 impl Structure {
+    /// Periodicity along each lattice vector: periodic where there is a lattice and the axis is
+    /// not [`Structure::open`].
+    pub fn pbc(&self) -> [bool; 3] {
+        let periodic = self.lattice.is_some();
+        self.open.map(|open| periodic && !open)
+    }
+
     /// Multiplies positions and lattice by `factor` (e.g. Bohr → Å), forces by `1/factor` times
     /// `energy_factor`, and the energy by `energy_factor`.
     pub fn convert_units(&mut self, length: f64, energy: f64) {
@@ -61,6 +71,7 @@ impl Structure {
             comment: self.comment.clone(),
             lattice: Some(core::array::from_fn(|k| l[k].map(|x| x * reps[k] as f64))),
             energy: self.energy.map(|e| e * images as f64),
+            open: self.open,
             ..Structure::default()
         };
         for a in 0..reps[0] {

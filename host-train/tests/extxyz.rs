@@ -379,6 +379,7 @@ fn built_frames_round_trip_and_unwritable_values_are_refused() {
         positions: vec![[0.0, 0.0, 0.0], [0.1 + 0.2, 1.0 / 3.0, -1e-300]],
         forces: vec![],
         energy: Some(-10.0),
+        open: [false; 3],
     });
     f.info
         .push(("note".into(), InfoValue::Str("has = and , and {x}".into())));

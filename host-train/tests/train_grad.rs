@@ -219,6 +219,40 @@ fn energy_and_forces_agree_with_the_core() {
 }
 
 #[test]
+fn open_axes_are_open_in_the_training_cache() {
+    // The thin triclinic cell with its third axis open (a slab, extended XYZ pbc="T T F"): the
+    // cache sees no images across that axis, as the core does, and differs from the periodic
+    // cell (atoms see images within the cutoff across it).
+    let spec = model(ActivationSpec::Tanh, false, 7);
+    let p = params_from_spec(&spec);
+    let predictor = Predictor::new(&write_blob(&spec, Precision::F64).unwrap()).unwrap();
+    let builder = CacheBuilder::new(&spec).unwrap();
+    let bulk = small_cell();
+    let slab = Structure {
+        open: [false, false, true],
+        ..bulk.clone()
+    };
+    assert_eq!(slab.pbc(), [true, true, false]);
+    let (e_slab, _) = energy_forces(&spec, &p, &builder.build(&slab).unwrap());
+    let (e_bulk, _) = energy_forces(&spec, &p, &builder.build(&bulk).unwrap());
+    let want = predictor.predict(&slab, Precision::F64).unwrap().energy;
+    assert_eq!(
+        e_slab.to_bits(),
+        want.to_bits(),
+        "slab {e_slab} vs core {want}"
+    );
+    let direct = predictor
+        .predict_pbc(&bulk, [true, true, false], Precision::F64)
+        .unwrap()
+        .energy;
+    assert_eq!(e_slab.to_bits(), direct.to_bits());
+    assert!(
+        (e_slab - e_bulk).abs() > 1e-6,
+        "slab and bulk agree: {e_slab} vs {e_bulk}"
+    );
+}
+
+#[test]
 fn batch_gradient_is_independent_of_the_thread_count() {
     let spec = model(ActivationSpec::Softplus, false, 21);
     let mut structures: Vec<Structure> = (0..10)

@@ -1406,15 +1406,24 @@ fn walk_records<'s, T: Real>(
                 continue;
             };
             for (jj, j) in ra.clone().enumerate() {
-                if jj >= jr.len() {
+                let (Some(&rj), Some(&xj), Some(&yj), Some(&zj)) =
+                    (jr.get(jj), ex.get(jj), ey.get(jj), ez.get(jj))
+                else {
                     break;
-                }
-                let (rj, xj, yj, zj) = (jr[jj], ex[jj], ey[jj], ez[jj]);
+                };
+                let (Some(&a0), Some(&a1), Some(&a2), Some(&aj)) =
+                    (jx.get(jj), jy.get(jj), jz.get(jj), ji.get(jj))
+                else {
+                    break;
+                };
+                let (Some(&hj), Some(&dhj)) = (jh.get(jj), jdh.get(jj)) else {
+                    break;
+                };
                 let sj = Side {
-                    u: [jx[jj], jy[jj], jz[jj]],
-                    inv: ji[jj],
-                    h: jh[jj],
-                    dh: jdh[jj],
+                    u: [a0, a1, a2],
+                    inv: aj,
+                    h: hj,
+                    dh: dhj,
                 };
                 if rj >= rc {
                     continue;
@@ -1425,8 +1434,18 @@ fn walk_records<'s, T: Real>(
                     0
                 };
                 for i in first..len {
-                    let (k, ux, uy, uz, ik) = (rb.start + i, kx[i], ky[i], kz[i], ki[i]);
-                    let (hk, dhk, x, y, z) = (kh[i], kdh[i], dx[i], dy[i], dz[i]);
+                    let k = rb.start + i;
+                    let (Some(&ux), Some(&uy), Some(&uz), Some(&ik)) =
+                        (kx.get(i), ky.get(i), kz.get(i), ki.get(i))
+                    else {
+                        break;
+                    };
+                    let (Some(&hk), Some(&dhk)) = (kh.get(i), kdh.get(i)) else {
+                        break;
+                    };
+                    let (Some(&x), Some(&y), Some(&z)) = (dx.get(i), dy.get(i), dz.get(i)) else {
+                        break;
+                    };
                     pairs += 1;
                     if pairs <= skip {
                         continue;

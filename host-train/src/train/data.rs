@@ -73,7 +73,7 @@ impl Dataset {
                         let mut s = s?;
                         s.convert_units(length_unit, energy_unit);
                         let at = format!("{name}: structure {}", k + 1);
-                        let pbc = [s.lattice.is_some(); 3];
+                        let pbc = s.pbc();
                         check(&s, req, &at)?;
                         ds.samples.push(Sample {
                             structure: s,

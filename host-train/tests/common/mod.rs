@@ -31,6 +31,7 @@ pub fn cluster(first: usize, count: usize, jitter: f64, seed: u64) -> Structure 
             .collect(),
         forces: Vec::new(),
         energy: None,
+        open: [false; 3],
     }
 }
 
