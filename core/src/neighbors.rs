@@ -1671,6 +1671,16 @@ mod tests {
                 capacity: 8
             })
         );
+        let (mut cr, mut ci) = (vec![0.0; 3 * 2048], vec![0u32; 2048]);
+        let mut cand = Candidates::new(2048, &mut cr, &mut ci);
+        let at = list.visit(0..pos.len()).find(|a| a.atom == 5).unwrap();
+        assert_eq!(
+            list.neighbors_at(at, &mut set, &mut cand),
+            Err(ComputeError::NeighborOverflow {
+                atom: 5,
+                capacity: 8
+            })
+        );
         let mut pos = pos;
         pos[9] = pos[4];
         let list = CellList::build(&pos, &sp, 3, Some(&cell), 4.0, &mut r, &mut idx).unwrap();
@@ -1678,6 +1688,14 @@ mod tests {
         let mut set = NeighborSet::new(512, &mut nr, &mut ni).unwrap();
         assert_eq!(
             list.neighbors_of(4, &mut set),
+            Err(ComputeError::OverlappingAtoms { i: 4, j: 9 })
+        );
+        // The same through the gathered candidates of the atom's bin.
+        let (mut cr, mut ci) = (vec![0.0; 3 * 2048], vec![0u32; 2048]);
+        let mut cand = Candidates::new(2048, &mut cr, &mut ci);
+        let at = list.visit(0..pos.len()).find(|a| a.atom == 4).unwrap();
+        assert_eq!(
+            list.neighbors_at(at, &mut set, &mut cand),
             Err(ComputeError::OverlappingAtoms { i: 4, j: 9 })
         );
         // Too little storage is named, not truncated.
