@@ -799,8 +799,14 @@ impl<'w, T: Real> CellList<'w, T> {
     ) -> bool {
         cand.bin = bin;
         cand.ok = false;
-        let [_, nb, nc] = self.n.map(|v| v.max(1));
-        let coords = [bin / (nb * nc), (bin / nc) % nb, bin % nc];
+        let [_, nb, nc] = self.n;
+        // (checked: a zero divisor cannot occur, but the optimiser cannot see it.)
+        let row = bin.checked_div(nc).unwrap_or(0);
+        let coords = [
+            row.checked_div(nb).unwrap_or(0),
+            row.checked_rem(nb).unwrap_or(0),
+            bin.checked_rem(nc).unwrap_or(0),
+        ];
         // The bin [k, k + 1) per axis, widened by the slack so that an atom whose bin
         // coordinate was rounded onto the bin's edge (or clamped into it) lies inside.
         let slack = T::from_f64(RANGE_SLACK);
