@@ -2,20 +2,24 @@
 //! threads compute them.
 //!
 //! Floating-point addition is not associative, so per-thread partial sums make the energy,
-//! forces and virial depend on the thread count. Instead the atoms are cut into chunks of
-//! [`CHUNK_ATOMS`] (the last one shorter) whatever the thread count; each chunk is computed
-//! on its own by [`crate::Model::compute_chunk`] (per-atom energies, the chunk's virial in its
-//! [`crate::Results`], forces as a [`ChunkForces`] record), and the caller combines the chunks
-//! **in chunk order**: forces with [`ChunkForces::apply`], virials with
-//! [`crate::Results::accumulate`]; the total energy is the sum of the per-atom energies in
-//! atom order (as [`crate::Model::compute`] forms it, and as a single-threaded loop over atoms
-//! would). Any number of threads, computing any chunks in any order, then gives the same bits
-//! as [`crate::Model::compute`], which walks the same chunks in order on one thread. (Adding
-//! the chunks' energies with `accumulate` is just as independent of the thread count, but
-//! rounds differently from the atom-order sum.)
+//! forces and virial depend on the thread count. Instead the atoms, in the cell list's
+//! visiting order ([`crate::CellList::visit`]: bin after bin, a fixed function of the system,
+//! so that consecutive atoms share their neighbour data), are cut into chunks of
+//! [`CHUNK_ATOMS`] (the last one shorter) whatever the thread count: chunk c holds the atoms
+//! at visiting positions [`chunk_range`]`(c, n)`. Each chunk is computed on its own by
+//! [`crate::Model::compute_chunk`] (per-atom energies in visiting order, the chunk's virial in
+//! its [`crate::Results`], forces as a [`ChunkForces`] record), and the caller combines the
+//! chunks **in chunk order**: forces with [`ChunkForces::apply`], virials with
+//! [`crate::Results::accumulate`]; the total energy is the sum of the per-atom energies
+//! (put back at their atom index, [`ChunkForces::atom_indices`]) in atom order, as
+//! [`crate::Model::compute`] forms it when it returns per-atom energies. Any number of
+//! threads, computing any chunks in any order, then gives the same bits as
+//! [`crate::Model::compute`], which walks the same chunks in order on one thread. (Adding the
+//! chunks' energies with `accumulate` is just as independent of the thread count, but rounds
+//! differently.)
 //!
 //! A [`ChunkForces`] record holds ∂E_i/∂d_ij for every neighbour of every atom of the chunk:
-//! per neighbour slot 3 reals and 1 `u32`, per atom 3 reals and 1 `u32`
+//! per neighbour slot 3 reals and 1 `u32`, per atom 3 reals and 2 `u32`
 //! (sizes in [`ChunkForcesSize`]).
 
 use crate::error::ComputeError;
@@ -31,7 +35,8 @@ pub const fn chunk_count(atoms: usize) -> usize {
     atoms.div_ceil(CHUNK_ATOMS)
 }
 
-/// Atom range of chunk `chunk` of a system of `atoms` atoms (empty past the end).
+/// Visiting positions ([`crate::CellList::visit`]) of chunk `chunk` of a system of `atoms`
+/// atoms (empty past the end).
 pub fn chunk_range(chunk: usize, atoms: usize) -> core::ops::Range<usize> {
     let a = chunk.saturating_mul(CHUNK_ATOMS).min(atoms);
     a..a.saturating_add(CHUNK_ATOMS).min(atoms)
@@ -70,7 +75,7 @@ impl ChunkForcesSize {
         ChunkForcesSize {
             neighbors,
             reals: 3 * slots + 3 * CHUNK_ATOMS,
-            indices: slots + CHUNK_ATOMS,
+            indices: slots + 2 * CHUNK_ATOMS,
         }
     }
 
@@ -91,9 +96,11 @@ pub struct ChunkForces<'w, T> {
     fi: &'w mut [T],
     /// Recorded neighbours of each atom of the chunk.
     count: &'w mut [u32],
+    /// Index of each atom of the chunk.
+    atom: &'w mut [u32],
     /// Per-atom neighbour capacity.
     neighbors: usize,
-    /// First atom of the chunk and atoms recorded.
+    /// Visiting position of the chunk's first atom, and atoms recorded.
     first: usize,
     atoms: usize,
     /// Neighbours recorded in all.
@@ -123,12 +130,14 @@ impl<'w, T: Real> ChunkForces<'w, T> {
         let (g, rest) = split(reals, 3 * slots);
         let (fi, _) = split(rest, 3 * CHUNK_ATOMS);
         let (j, rest) = split(indices, slots);
-        let (count, _) = split(rest, CHUNK_ATOMS);
+        let (count, rest) = split(rest, CHUNK_ATOMS);
+        let (atom, _) = split(rest, CHUNK_ATOMS);
         Ok(ChunkForces {
             g,
             j,
             fi,
             count,
+            atom,
             neighbors,
             first: 0,
             atoms: 0,
@@ -141,12 +150,18 @@ impl<'w, T: Real> ChunkForces<'w, T> {
         self.neighbors
     }
 
-    /// The atoms recorded (the chunk's range after [`crate::Model::compute_chunk`]).
+    /// Visiting positions of the atoms recorded (the chunk's [`chunk_range`] after
+    /// [`crate::Model::compute_chunk`]).
     pub fn atoms(&self) -> core::ops::Range<usize> {
         self.first..self.first + self.atoms
     }
 
-    /// Forgets everything and starts a chunk at atom `first`.
+    /// Indices of the atoms recorded, in visiting order.
+    pub fn atom_indices(&self) -> impl Iterator<Item = usize> + '_ {
+        self.atom.iter().take(self.atoms).map(|&a| a as usize)
+    }
+
+    /// Forgets everything and starts a chunk at visiting position `first`.
     pub(crate) fn reset(&mut self, first: usize) {
         self.first = first;
         self.atoms = 0;
@@ -166,8 +181,12 @@ impl<'w, T: Real> ChunkForces<'w, T> {
             });
         }
         let mut at = 0usize;
-        let per_atom = self.count.iter().zip(self.fi.chunks_exact(3));
-        for (k, (&count, fi)) in per_atom.take(self.atoms).enumerate() {
+        let per_atom = self
+            .count
+            .iter()
+            .zip(self.fi.chunks_exact(3))
+            .zip(self.atom.iter());
+        for ((&count, fi), &i) in per_atom.take(self.atoms) {
             let count = count as usize;
             let js = self.j.get(at..at + count).unwrap_or(&[]);
             let gs = self.g.get(3 * at..3 * (at + count)).unwrap_or(&[]);
@@ -176,7 +195,7 @@ impl<'w, T: Real> ChunkForces<'w, T> {
                     fj.iter_mut().zip(g).for_each(|(f, &x)| *f -= x);
                 }
             }
-            if let Some(f) = forces.get_mut(self.first + k) {
+            if let Some(f) = forces.get_mut(i as usize) {
                 f.iter_mut().zip(fi).for_each(|(f, &x)| *f += x);
             }
             at += count;
@@ -229,16 +248,17 @@ impl<T: Real> ForceSink<T> for Direct<'_, T> {
 }
 
 impl<T: Real> ForceSink<T> for ChunkForces<'_, T> {
-    /// Records atom `first + atoms` (the chunk's atoms come in order, so `i` is implied).
+    /// Records atom `i`, the chunk's next in visiting order.
     #[inline]
-    fn atom(&mut self, _i: usize, nb: &NeighborSet<'_, T>) -> Result<(), ComputeError> {
+    fn atom(&mut self, i: usize, nb: &NeighborSet<'_, T>) -> Result<(), ComputeError> {
         let n = nb.len();
         let at = self.slots;
-        let (Some(js), Some(gs), Some(fi), Some(count)) = (
+        let (Some(js), Some(gs), Some(fi), Some(count), Some(atom)) = (
             self.j.get_mut(at..at + n),
             self.g.get_mut(3 * at..3 * (at + n)),
             self.fi.get_mut(3 * self.atoms..3 * self.atoms + 3),
             self.count.get_mut(self.atoms),
+            self.atom.get_mut(self.atoms),
         ) else {
             return Err(ComputeError::BufferTooSmall {
                 what: "chunk forces",
@@ -255,6 +275,7 @@ impl<T: Real> ForceSink<T> for ChunkForces<'_, T> {
         }
         fi.copy_from_slice(&sum);
         *count = n as u32;
+        *atom = i as u32;
         self.atoms += 1;
         self.slots += n;
         Ok(())

@@ -5,7 +5,7 @@ use crate::blob::{self, BlobError, ScalingMode, Sections, GLOBALS, LAYER_NORMALI
 use crate::blob::{MAX_LAYERS, MODEL_LEN, SPECIES_RECORD};
 use crate::bytes::{cast_reals, u32_at, u8_at};
 use crate::cell::Cell;
-use crate::chunk::{chunk_count, chunk_range, ChunkForces, Direct, ForceSink, CHUNK_ATOMS};
+use crate::chunk::{chunk_count, chunk_range, ChunkForces, Direct, ForceSink};
 use crate::cutoff::CutoffKind;
 use crate::descriptor::batched::PairCache;
 use crate::descriptor::compact::{CompactKind, ANGLE_TOLERANCE};
@@ -14,7 +14,7 @@ use crate::descriptor::{self, DescriptorKind, Group, JacobianSink};
 use crate::error::ComputeError;
 use crate::math::Real;
 use crate::mlp::{Activation, Layer};
-use crate::neighbors::{CellList, NeighborSet, MAX_SPECIES};
+use crate::neighbors::{Candidates, CellList, NeighborSet, MAX_SPECIES};
 use crate::workspace::{AtomScratch, Workspace};
 
 /// Stages of [`Model::compute_with`], as reported to a [`Probe`].
@@ -112,7 +112,9 @@ pub struct Outputs<'o, T> {
 
 /// Caller-owned outputs of one chunk ([`Model::compute_chunk`]).
 pub struct ChunkOutputs<'o, 'w, T> {
-    /// Per-atom energies of the chunk's atoms (eV); `None` to skip.
+    /// Per-atom energies of the chunk's atoms (eV) in the chunk's visiting order (entry k
+    /// is the atom at visiting position `chunk_range(chunk, n).start + k`, see
+    /// [`CellList::visit`]); `None` to skip.
     pub energies: Option<&'o mut [f64]>,
     /// The chunk's force record; `None` computes energies only (no forces, no virial).
     pub forces: Option<&'o mut ChunkForces<'w, T>>,
@@ -553,10 +555,12 @@ impl<'a, T: Real> Model<'a, T> {
 
     /// Energy, forces, virial and per-atom energies of a system.
     ///
-    /// The energy is the sum of the atomic energies in atom order; forces and virial are
-    /// summed chunk by chunk over the fixed chunks of [`crate::chunk`], so the bits equal those
-    /// of [`Model::compute_chunk`] run on any number of threads and combined as
-    /// [`crate::chunk`] describes.
+    /// Atoms are visited in the cell list's order ([`CellList::visit`]: bin after bin, so
+    /// that consecutive searches share their data). The energy is the sum of the atomic
+    /// energies in atom order when `out.energies` is given (without it, in visiting order:
+    /// the same up to rounding); forces and virial are summed chunk by chunk over the fixed
+    /// chunks of [`crate::chunk`], so the bits equal those of [`Model::compute_chunk`] run on
+    /// any number of threads and combined as [`crate::chunk`] describes.
     pub fn compute(
         &self,
         system: &System<'_, T>,
@@ -608,7 +612,7 @@ impl<'a, T: Real> Model<'a, T> {
             });
         }
         probe.enter(Stage::Neighbors);
-        let (list, neighbors, scratch) = self.split_workspace(system, ws)?;
+        let (list, neighbors, scratch, cand) = self.split_workspace(system, ws)?;
         if let Some(f) = out.forces.as_deref_mut() {
             for v in f.iter_mut() {
                 *v = [T::ZERO; 3];
@@ -620,20 +624,18 @@ impl<'a, T: Real> Model<'a, T> {
         let mut sink = out.forces.as_deref_mut().map(Direct);
         let mut res = Results::default();
         let mut energy = 0.0;
-        // Chunk by chunk (the pieces of `atoms` within each chunk of the fixed partition).
-        let mut a = atoms.start;
-        while a < atoms.end {
-            let end = (a / CHUNK_ATOMS + 1)
-                .saturating_mul(CHUNK_ATOMS)
-                .min(atoms.end);
+        // Chunk by chunk over the fixed partition of the visiting order, each chunk's atoms
+        // that lie in `atoms` (all of them for `compute`).
+        let only = (atoms.start > 0 || atoms.end < n).then_some(atoms);
+        for chunk in 0..chunk_count(n) {
             let energies = out.energies.as_deref_mut();
             let virial = self.run_atoms(
                 system,
                 &list,
-                (neighbors, scratch),
-                a..end,
+                (neighbors, scratch, cand),
+                (chunk_range(chunk, n), only.clone()),
                 &mut energy,
-                energies.map(|e| (e, 0)),
+                energies.map(|e| (e, None)),
                 sink.as_mut(),
                 probe,
             )?;
@@ -641,9 +643,13 @@ impl<'a, T: Real> Model<'a, T> {
                 energy: 0.0,
                 virial,
             });
-            a = end;
         }
-        res.energy = energy;
+        // In atom order when the per-atom energies are at hand (zero outside `atoms`, which
+        // adds nothing), as a loop over atoms would sum them.
+        res.energy = match out.energies.as_deref() {
+            Some(e) => e.iter().fold(0.0, |acc, x| acc + x),
+            None => energy,
+        };
         probe.enter(Stage::Done);
         Ok(res)
     }
@@ -669,7 +675,8 @@ impl<'a, T: Real> Model<'a, T> {
     }
 
     /// One chunk of the fixed partition ([`crate::chunk`]): the energy and virial of the atoms
-    /// of chunk `chunk`, their per-atom energies into `out.energies` (one per atom of the chunk)
+    /// at visiting positions `chunk_range(chunk, n)` ([`CellList::visit`]), their per-atom
+    /// energies into `out.energies` (one per atom of the chunk, in visiting order)
     /// and their force contributions into `out.forces` (a record to add to the forces with
     /// [`ChunkForces::apply`]). `cells` must be [`Model::cell_list`] of this same `system`;
     /// `ws` only lends its neighbour set and scratch (a [`WorkspaceSize::per_thread`]
@@ -703,10 +710,13 @@ impl<'a, T: Real> Model<'a, T> {
         if atoms.is_empty() {
             return Err(mismatch("chunk", chunk_count(n), chunk));
         }
-        let species = system.species.get(atoms.clone()).unwrap_or(&[]);
-        for (atom, &s) in atoms.clone().zip(species) {
+        for at in cells.visit(atoms.clone()) {
+            let s = system.species.get(at.atom).copied().unwrap_or(u8::MAX);
             if usize::from(s) >= self.dims.n_species {
-                return Err(ComputeError::UnknownSpecies { atom, species: s });
+                return Err(ComputeError::UnknownSpecies {
+                    atom: at.atom,
+                    species: s,
+                });
             }
         }
         if let Some(e) = out.energies.as_deref() {
@@ -730,13 +740,14 @@ impl<'a, T: Real> Model<'a, T> {
         }
         let first = atoms.start;
         let mut energy = 0.0;
+        ws.candidates.forget();
         let virial = self.run_atoms(
             system,
             cells,
-            (&mut ws.neighbors, &mut ws.scratch),
-            atoms,
+            (&mut ws.neighbors, &mut ws.scratch, &mut ws.candidates),
+            (atoms, None),
             &mut energy,
-            out.energies.as_deref_mut().map(|e| (e, first)),
+            out.energies.as_deref_mut().map(|e| (e, Some(first))),
             out.forces.as_deref_mut(),
             probe,
         )?;
@@ -745,28 +756,39 @@ impl<'a, T: Real> Model<'a, T> {
     }
 
     /// The per-atom loop: neighbours, energy, and (with a force sink) gradients and forces
-    /// of the atoms in `atoms`, in atom order. Atomic energies are added to `energy` and
-    /// written to `energies` (a per-atom slice and the index of the atom its first entry
-    /// belongs to); returns the virial of these atoms, summed from zero.
-    #[allow(clippy::too_many_arguments)]
+    /// of the atoms at visiting positions `positions` ([`CellList::visit`]), in that order,
+    /// skipping those whose index is outside `only` (when given). Atomic energies are added
+    /// to `energy` and written to `energies`: by atom index, or with `Some(first)` by
+    /// visiting position less `first`. Returns the virial of these atoms, summed from zero.
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     fn run_atoms(
         &self,
         system: &System<'_, T>,
         list: &CellList<'_, T>,
-        (neighbors, scratch): (&mut NeighborSet<'_, T>, &mut AtomScratch<'_, T>),
-        atoms: core::ops::Range<usize>,
+        (neighbors, scratch, cand): (
+            &mut NeighborSet<'_, T>,
+            &mut AtomScratch<'_, T>,
+            &mut Candidates<'_, T>,
+        ),
+        (positions, only): (core::ops::Range<usize>, Option<core::ops::Range<usize>>),
         energy: &mut f64,
-        mut energies: Option<(&mut [f64], usize)>,
+        mut energies: Option<(&mut [f64], Option<usize>)>,
         mut forces: Option<&mut impl ForceSink<T>>,
         probe: &mut impl Probe,
     ) -> Result<[[f64; 3]; 3], ComputeError> {
         let want_grad = forces.is_some();
         let mut w = [[T::ZERO; 3]; 3];
-        let species = system.species.get(atoms.clone()).unwrap_or(&[]);
         let mut memo = GroupMemo::new();
-        for (i, &si) in atoms.zip(species) {
+        for (p, at) in positions.clone().zip(list.visit(positions)) {
+            let i = at.atom;
+            if only.as_ref().is_some_and(|r| !r.contains(&i)) {
+                continue;
+            }
+            let Some(&si) = system.species.get(i) else {
+                continue;
+            };
             probe.enter(Stage::Neighbors);
-            list.neighbors_of(i, neighbors)?;
+            list.neighbors_at(at, neighbors, cand)?;
             let e = self.evaluate(
                 usize::from(si),
                 neighbors,
@@ -777,7 +799,8 @@ impl<'a, T: Real> Model<'a, T> {
             )?;
             *energy += e;
             if let Some((es, first)) = energies.as_mut() {
-                if let Some(x) = es.get_mut(i.wrapping_sub(*first)) {
+                let k = first.map_or(i, |f| p.wrapping_sub(f));
+                if let Some(x) = es.get_mut(k) {
                     *x = e;
                 }
             }
@@ -800,6 +823,7 @@ impl<'a, T: Real> Model<'a, T> {
             CellList<'x, T>,
             &'x mut NeighborSet<'w, T>,
             &'x mut AtomScratch<'w, T>,
+            &'x mut Candidates<'w, T>,
         ),
         ComputeError,
     > {
@@ -808,10 +832,12 @@ impl<'a, T: Real> Model<'a, T> {
             cell_indices,
             neighbors,
             scratch,
+            candidates,
             ..
         } = ws;
         let list = self.cell_list(system, cell_reals, cell_indices)?;
-        Ok((list, neighbors, scratch))
+        candidates.forget();
+        Ok((list, neighbors, scratch, candidates))
     }
 
     /// Checks lengths, species and capacity of a system against a workspace.
@@ -851,7 +877,7 @@ impl<'a, T: Real> Model<'a, T> {
         mut visit: impl FnMut(&mut AtomView<'_, '_, 'a, T>) -> Result<(), E>,
     ) -> Result<(), E> {
         self.check_system(system, ws)?;
-        let (list, neighbors, scratch) = self.split_workspace(system, ws)?;
+        let (list, neighbors, scratch, _) = self.split_workspace(system, ws)?;
         for (i, &si) in system.species.iter().enumerate() {
             list.neighbors_of(i, neighbors)?;
             let mut view = AtomView {

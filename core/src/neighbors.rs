@@ -664,7 +664,7 @@ impl<'w, T: Real> CellList<'w, T> {
         // The bin spans to visit are the same for every species: list them once, in the
         // staging lanes (unused by this path). A search box too large for them (cells much
         // thinner than the cutoff) walks the rows again for each species instead.
-        let listed = self.list_segments(&s, tmp_d, tmp_index, tmp_species);
+        let listed = self.list_segments((&s, &s), tmp_d, tmp_index, tmp_species);
         let mut out = Out { dx, dy, dz, index };
         let bins = self.n.iter().product::<usize>();
         let mut len = 0usize;
@@ -716,13 +716,308 @@ impl<'w, T: Real> CellList<'w, T> {
         Ok(())
     }
 
-    /// Fills `t` with axis `k`'s bins to visit for an atom at bin coordinates `s`, with their
-    /// periodic images and squared slab gaps; `None` when there are more than [`AXIS_BINS`].
-    /// In place: returned by value, the ~150-byte table was copied by `memcpy` (on a
-    /// microcontroller a tenth of the neighbour search).
+    /// Bins in the grid.
     #[inline(always)]
-    fn axis_table(&self, k: usize, s: &[T; 3], t: &mut AxisTable<T>) -> Option<()> {
-        let (lo, hi) = self.bin_range(k, at3(s, k), at3(&self.reach, k));
+    fn bins(&self) -> usize {
+        self.n.iter().product::<usize>().max(1)
+    }
+
+    /// Atoms (of every species) in bins `0..bin`: the visiting position of the first atom of
+    /// `bin` ([`CellList::visit`]).
+    #[inline]
+    fn atoms_before(&self, bin: usize) -> usize {
+        let bins = self.bins();
+        (0..self.n_species)
+            .map(|e| {
+                let first = self.start.get(e * bins).copied().unwrap_or(0);
+                let at = self.start.get(e * bins + bin).copied().unwrap_or(first);
+                at.saturating_sub(first) as usize
+            })
+            .sum()
+    }
+
+    /// The atoms at visiting positions `range`, in that order, with their slots and bins.
+    ///
+    /// The visiting order is a fixed function of the system: bin after bin (in grid order,
+    /// the c index fastest), within a bin species after species, within those atom index
+    /// order. Consecutive atoms are spatial neighbours, so their searches read the same part
+    /// of the cell list, and the atoms of one bin share one gathered candidate list
+    /// ([`Candidates`]). [`crate::Model::compute`] and the chunks of [`crate::chunk`] visit
+    /// atoms in this order.
+    pub fn visit(&self, range: core::ops::Range<usize>) -> Visit<'_, 'w, T> {
+        let bins = self.bins();
+        let p = range.start.min(self.atoms());
+        let left = range.end.min(self.atoms()).saturating_sub(p);
+        // The bin holding position p: the last bin with atoms_before(bin) ≤ p (the first
+        // such bins may be empty).
+        let mut lo = 0usize;
+        let mut hi = bins;
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if self.atoms_before(mid) <= p {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        let mut v = Visit {
+            list: self,
+            bin: lo,
+            species: 0,
+            slot: 0,
+            end: 0,
+            left,
+        };
+        v.enter_key();
+        // Skip the atoms of the bin before p, species by species.
+        let mut skip = p.saturating_sub(self.atoms_before(lo));
+        while skip > 0 && v.species < self.n_species {
+            let here = v.end - v.slot;
+            if skip < here {
+                v.slot += skip;
+                skip = 0;
+            } else {
+                skip -= here;
+                v.species += 1;
+                v.enter_key();
+            }
+        }
+        v
+    }
+
+    /// Gathers into `cand` the candidates of every atom of `bin`: each atom (and periodic
+    /// image) of the bins that the cutoff sphere of any point of the bin reaches, as position
+    /// and image shift, grouped by species and within a species in the order that
+    /// [`CellList::neighbors_of`] visits them. Returns `false` (nothing usable gathered) when
+    /// they do not fit, or the search box needs more bins than the tables hold; the caller then
+    /// searches atom by atom.
+    fn gather(
+        &self,
+        bin: usize,
+        cand: &mut Candidates<'_, T>,
+        (shift, first, meta): (&mut [T], &mut [u32], &mut [u32]),
+    ) -> bool {
+        cand.bin = bin;
+        cand.ok = false;
+        let [_, nb, nc] = self.n;
+        // (checked: a zero divisor cannot occur, but the optimiser cannot see it.)
+        let row = bin.checked_div(nc).unwrap_or(0);
+        let coords = [
+            row.checked_div(nb).unwrap_or(0),
+            row.checked_rem(nb).unwrap_or(0),
+            bin.checked_rem(nc).unwrap_or(0),
+        ];
+        // The bin [k, k + 1) per axis, widened by the slack so that an atom whose bin
+        // coordinate was rounded onto the bin's edge (or clamped into it) lies inside.
+        let slack = T::from_f64(RANGE_SLACK);
+        let lo = coords.map(|c| T::from_usize(c) - slack);
+        let hi = coords.map(|c| T::from_usize(c) + T::ONE + slack);
+        let Some(spans) = self.list_segments((&lo, &hi), shift, first, meta) else {
+            return false;
+        };
+        let bins = self.bins();
+        let cap = cand.j.len();
+        let mut len = 0usize;
+        for e in 0..self.n_species {
+            if let Some(s) = cand.start.get_mut(e) {
+                *s = len;
+            }
+            let lanes = shift.chunks_exact(3).zip(first.iter()).zip(meta.iter());
+            for ((d, &b), &m) in lanes.take(spans) {
+                let (count, _) = unpack(m);
+                let key = e * bins + b as usize;
+                let a = self.start.get(key).copied().unwrap_or(0) as usize;
+                let z = self.start.get(key + count).copied().unwrap_or(0) as usize;
+                let n = z.saturating_sub(a);
+                if len + n > cap {
+                    return false;
+                }
+                let sh = match d {
+                    [x, y, z] => [*x, *y, *z],
+                    _ => [T::ZERO; 3],
+                };
+                let lanes = [
+                    (self.x.get(a..z), cand.x.get_mut(len..len + n), sh[0]),
+                    (self.y.get(a..z), cand.y.get_mut(len..len + n), sh[1]),
+                    (self.z.get(a..z), cand.z.get_mut(len..len + n), sh[2]),
+                ];
+                for (src, dst, s) in lanes {
+                    let (Some(src), Some(dst)) = (src, dst) else {
+                        return false;
+                    };
+                    // The image position, rounded as `scan` rounds it.
+                    for (o, &x) in dst.iter_mut().zip(src) {
+                        *o = x + s;
+                    }
+                }
+                let (Some(src), Some(dst)) = (self.atom.get(a..z), cand.j.get_mut(len..len + n))
+                else {
+                    return false;
+                };
+                for (o, &j) in dst.iter_mut().zip(src) {
+                    *o = j;
+                }
+                len += n;
+            }
+        }
+        for e in self.n_species..=MAX_SPECIES {
+            if let Some(s) = cand.start.get_mut(e) {
+                *s = len;
+            }
+        }
+        cand.ok = true;
+        true
+    }
+
+    /// Collects the neighbours of the atom at `at` (from [`CellList::visit`]) into `set`:
+    /// the same neighbours, in the same order and with the same bits, as
+    /// [`CellList::neighbors_of`]. The candidates of its bin are gathered into `cand` unless
+    /// it holds them already (it is reset by [`Candidates::forget`]); atoms of one bin visited
+    /// one after another then share one gathering. Without candidate storage, or when a bin's
+    /// candidates do not fit, the atom is searched on its own.
+    pub(crate) fn neighbors_at(
+        &self,
+        at: Visited,
+        set: &mut NeighborSet<'_, T>,
+        cand: &mut Candidates<'_, T>,
+    ) -> Result<(), ComputeError> {
+        if cand.j.is_empty() {
+            return self.neighbors_of(at.atom, set);
+        }
+        if cand.bin != at.bin {
+            let staging = (&mut *set.tmp_d, &mut *set.tmp_index, &mut *set.tmp_species);
+            self.gather(at.bin, cand, staging);
+        }
+        if !cand.ok {
+            return self.neighbors_of(at.atom, set);
+        }
+        set.clear();
+        let pos = [
+            self.x.get(at.slot).copied().unwrap_or(T::ZERO),
+            self.y.get(at.slot).copied().unwrap_or(T::ZERO),
+            self.z.get(at.slot).copied().unwrap_or(T::ZERO),
+        ];
+        let capacity = set.capacity();
+        let own = at.atom as u32;
+        let rc2 = self.rc2;
+        let mut len = 0usize;
+        let mut start = [0usize; MAX_SPECIES + 1];
+        let mut from = 0usize;
+        for (e, first) in start.iter_mut().enumerate().skip(1) {
+            let to = cand.start.get(e).copied().unwrap_or(from).max(from);
+            let span = from..to;
+            from = to;
+            let xs = cand.x.get(span.clone()).unwrap_or(&[]);
+            let ys = cand.y.get(span.clone()).unwrap_or(&[]);
+            let zs = cand.z.get(span.clone()).unwrap_or(&[]);
+            let js = cand.j.get(span).unwrap_or(&[]);
+            // Blocks of `SCAN_BLOCK` candidates: displacements and squared distances as lane
+            // arrays (vectorised), then the kept ones packed into the output lanes without a
+            // branch; the last, partial block one candidate at a time.
+            let blocks = xs
+                .chunks_exact(SCAN_BLOCK)
+                .zip(ys.chunks_exact(SCAN_BLOCK))
+                .zip(zs.chunks_exact(SCAN_BLOCK))
+                .zip(js.chunks_exact(SCAN_BLOCK));
+            let whole = xs.len() / SCAN_BLOCK * SCAN_BLOCK;
+            for (((bx, by), bz), bj) in blocks {
+                let mut d = [[T::ZERO; SCAN_BLOCK]; 3];
+                // As in `scan`: the image position (gathered) less the centre.
+                for (o, &x) in d[0].iter_mut().zip(bx) {
+                    *o = x - pos[0];
+                }
+                for (o, &y) in d[1].iter_mut().zip(by) {
+                    *o = y - pos[1];
+                }
+                for (o, &z) in d[2].iter_mut().zip(bz) {
+                    *o = z - pos[2];
+                }
+                let [dx, dy, dz] = &d;
+                let mut r2 = [T::ZERO; SCAN_BLOCK];
+                for (((o, &x), &y), &z) in r2.iter_mut().zip(dx).zip(dy).zip(dz) {
+                    *o = x * x + y * y + z * z;
+                }
+                // Zero distance: only the central atom itself (an image of it is a lattice
+                // vector away). One well-predicted test per block.
+                if r2.contains(&T::ZERO) {
+                    for (&r, &j) in r2.iter().zip(bj) {
+                        if r == T::ZERO && j != own {
+                            return Err(ComputeError::OverlappingAtoms {
+                                i: at.atom,
+                                j: j as usize,
+                            });
+                        }
+                    }
+                }
+                let out = (
+                    window(set.dx, len),
+                    window(set.dy, len),
+                    window(set.dz, len),
+                    window(set.index, len),
+                );
+                let lanes = dx.iter().zip(dy).zip(dz).zip(&r2).zip(bj);
+                if let (Some(ox), Some(oy), Some(oz), Some(oi)) = out {
+                    // Written unconditionally at k (< SCAN_BLOCK: k counts kept lanes before
+                    // this one), kept (k advanced) only within the cutoff and off the centre.
+                    let mut k = 0usize;
+                    for ((((&x, &y), &z), &r), &j) in lanes {
+                        let m = k & (SCAN_BLOCK - 1);
+                        if let (Some(a), Some(b), Some(c), Some(i)) =
+                            (ox.get_mut(m), oy.get_mut(m), oz.get_mut(m), oi.get_mut(m))
+                        {
+                            (*a, *b, *c, *i) = (x, y, z, j);
+                        }
+                        k += usize::from(r <= rc2 && r > T::ZERO);
+                    }
+                    len += k;
+                } else {
+                    // Near (or past) the capacity: one at a time, counting past it.
+                    for ((((&x, &y), &z), &r), &j) in lanes {
+                        keep(set, &mut len, [x, y, z], r, j, rc2);
+                    }
+                }
+            }
+            let rest = xs.iter().zip(ys).zip(zs).zip(js).skip(whole);
+            for (((&xj, &yj), &zj), &j) in rest {
+                let dx = xj - pos[0];
+                let dy = yj - pos[1];
+                let dz = zj - pos[2];
+                let r2 = dx * dx + dy * dy + dz * dz;
+                if r2 == T::ZERO && j != own {
+                    return Err(ComputeError::OverlappingAtoms {
+                        i: at.atom,
+                        j: j as usize,
+                    });
+                }
+                keep(set, &mut len, [dx, dy, dz], r2, j, rc2);
+            }
+            if len > capacity {
+                return Err(ComputeError::NeighborOverflow {
+                    atom: at.atom,
+                    capacity,
+                });
+            }
+            *first = len;
+        }
+        let lanes = set.dx.iter().zip(set.dy.iter()).zip(set.dz.iter());
+        for (r, ((&x, &y), &z)) in set.r.iter_mut().zip(lanes).take(len) {
+            *r = (x * x + y * y + z * z).sqrt();
+        }
+        set.len = len;
+        set.start = start;
+        Ok(())
+    }
+
+    /// Fills `t` with axis `k`'s bins to visit for atoms at bin coordinates in the box
+    /// `[s.0, s.1]` (one point for one atom), with their periodic images and squared slab
+    /// gaps; `None` when there are more than [`AXIS_BINS`]. In place: returned by value, the
+    /// ~150-byte table was copied by `memcpy` (on a microcontroller a tenth of the neighbour
+    /// search).
+    #[inline(always)]
+    fn axis_table(&self, k: usize, s: (&[T; 3], &[T; 3]), t: &mut AxisTable<T>) -> Option<()> {
+        let reach = at3(&self.reach, k);
+        let (lo, _) = self.bin_range(k, at3(s.0, k), reach);
+        let (_, hi) = self.bin_range(k, at3(s.1, k), reach);
         let len = usize::try_from(hi - lo + 1).unwrap_or(0);
         if len > AXIS_BINS {
             return None;
@@ -743,12 +1038,13 @@ impl<'w, T: Real> CellList<'w, T> {
 
     /// The spans of [`CellList::rows`] (see [`CellList::row_segments`]) into the lanes
     /// `shift` (3 per span), `bin` (first bin) and `meta` (bins and the unshifted flag,
-    /// [`pack`]), from per-axis tables (no division, each gap computed once). `None` when a
-    /// table or the lanes are too short.
+    /// [`pack`]), from per-axis tables (no division, each gap computed once), for atoms at
+    /// bin coordinates in the box `[s.0, s.1]` (for one atom, `(&s, &s)`). `None` when a table
+    /// or the lanes are too short.
     #[inline(always)]
     fn list_segments(
         &self,
-        s: &[T; 3],
+        s: (&[T; 3], &[T; 3]),
         shift: &mut [T],
         bin: &mut [u32],
         meta: &mut [u32],
@@ -827,17 +1123,17 @@ impl<'w, T: Real> CellList<'w, T> {
         let [va, vb, _] = self.frame.vectors;
         (la..=ha).flat_map(move |ta| {
             let (a, ma) = wrap_index(ta, na);
-            let da2 = self.slab_gap2(0, ta, s);
+            let da2 = self.slab_gap2(0, ta, (s, s));
             (lb..=hb).filter_map(move |tb| {
                 let (b, mb) = wrap_index(tb, nb);
-                let dab2 = da2 + self.slab_gap2(1, tb, s);
+                let dab2 = da2 + self.slab_gap2(1, tb, (s, s));
                 let rest = self.rc2 - dab2;
                 // Trim the row's ends to the bins the sphere reaches at this (a, b) gap.
                 let (mut lo, mut hi) = (lc, hc);
-                while lo <= hi && self.slab_gap2(2, lo, s) > rest {
+                while lo <= hi && self.slab_gap2(2, lo, (s, s)) > rest {
                     lo += 1;
                 }
-                while hi >= lo && self.slab_gap2(2, hi, s) > rest {
+                while hi >= lo && self.slab_gap2(2, hi, (s, s)) > rest {
                     hi -= 1;
                 }
                 if dab2 > self.rc2 || lo > hi {
@@ -871,15 +1167,16 @@ impl<'w, T: Real> CellList<'w, T> {
         }
     }
 
-    /// Squared real-space gap along axis `k` between an atom at bin coordinates `s` and bin
-    /// `t` (less the slack), when the axes are orthogonal; zero otherwise (no pruning).
+    /// Squared real-space gap along axis `k` between bin coordinates in `[s.0, s.1]` (one
+    /// point for one atom) and bin `t` (less the slack), when the axes are orthogonal; zero
+    /// otherwise (no pruning).
     #[inline(always)]
-    fn slab_gap2(&self, k: usize, t: isize, s: &[T; 3]) -> T {
+    fn slab_gap2(&self, k: usize, t: isize, s: (&[T; 3], &[T; 3])) -> T {
         if !self.orthogonal {
             return T::ZERO;
         }
-        let (sk, tk) = (at3(s, k), T::from_isize(t));
-        let gap = (tk - sk).max(sk - (tk + T::ONE)) - T::from_f64(RANGE_SLACK);
+        let (lo, hi, tk) = (at3(s.0, k), at3(s.1, k), T::from_isize(t));
+        let gap = (tk - hi).max(lo - (tk + T::ONE)) - T::from_f64(RANGE_SLACK);
         let d = gap.max(T::ZERO) * at3(&self.width, k);
         d * d
     }
@@ -939,12 +1236,13 @@ impl<'w, T: Real> CellList<'w, T> {
         };
         let mut k = *len;
         for (((&xj, &yj), &zj), &j) in xs.iter().zip(ys).zip(zs).zip(ids) {
-            // Numerical guard: (r_j − r_i) first, then the image shift. When the image is a
-            // neighbour the two nearly cancel, which is exact (Sterbenz), so only one rounding
-            // of size ~ulp(cell) remains instead of three.
-            let dx = (xj - pi[0]) + shift[0];
-            let dy = (yj - pi[1]) + shift[1];
-            let dz = (zj - pi[2]) + shift[2];
+            // Numerical guard: the image position r_j + shift first, then the difference.
+            // When the image is a neighbour, r_j and −shift nearly cancel, which is exact
+            // (Sterbenz) in the common case, so one rounding of size ~ulp(cell) remains. The
+            // gathered candidates of `neighbors_at` hold r_j + shift: same bits.
+            let dx = (xj + shift[0]) - pi[0];
+            let dy = (yj + shift[1]) - pi[1];
+            let dz = (zj + shift[2]) - pi[2];
             let r2 = dx * dx + dy * dy + dz * dz;
             // Zero distance: only the central atom in its own image (a well-predicted branch).
             if r2 == T::ZERO && j != own {
@@ -969,6 +1267,150 @@ impl<'w, T: Real> CellList<'w, T> {
         }
         *len = k;
         Ok(())
+    }
+}
+
+/// Candidates per block of [`CellList::neighbors_at`]'s scan (a power of two).
+const SCAN_BLOCK: usize = 8;
+
+/// Lanes `at..at + SCAN_BLOCK` of `v` as an array (`None` when `v` is shorter).
+#[inline(always)]
+fn window<X>(v: &mut [X], at: usize) -> Option<&mut [X; SCAN_BLOCK]> {
+    v.get_mut(at..at + SCAN_BLOCK)
+        .and_then(|w| <&mut [X; SCAN_BLOCK]>::try_from(w).ok())
+}
+
+/// Writes neighbour `j` at displacement `d` (squared length `r2`) into slot `*len` of `set`
+/// and advances `*len` when it is within the cutoff and off the centre; past the capacity it
+/// only counts.
+#[inline(always)]
+fn keep<T: Real>(set: &mut NeighborSet<'_, T>, len: &mut usize, d: [T; 3], r2: T, j: u32, rc2: T) {
+    let k = *len;
+    if let (Some(ox), Some(oy), Some(oz), Some(oi)) = (
+        set.dx.get_mut(k),
+        set.dy.get_mut(k),
+        set.dz.get_mut(k),
+        set.index.get_mut(k),
+    ) {
+        (*ox, *oy, *oz, *oi) = (d[0], d[1], d[2], j);
+    }
+    *len = k + usize::from(r2 <= rc2 && r2 > T::ZERO);
+}
+
+/// An atom as [`CellList::visit`] yields it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Visited {
+    /// Atom index.
+    pub atom: usize,
+    /// Its slot in the cell list.
+    pub slot: usize,
+    /// Its bin.
+    pub bin: usize,
+}
+
+/// Iterator of [`CellList::visit`].
+pub struct Visit<'l, 'w, T> {
+    list: &'l CellList<'w, T>,
+    bin: usize,
+    species: usize,
+    slot: usize,
+    end: usize,
+    left: usize,
+}
+
+impl<T> Visit<'_, '_, T> {
+    /// Points `slot..end` at the atoms of the current (species, bin) key.
+    fn enter_key(&mut self) {
+        let bins = self.list.n.iter().product::<usize>().max(1);
+        let key = self.species * bins + self.bin;
+        let at = |k: usize| self.list.start.get(k).copied().unwrap_or(0) as usize;
+        self.slot = at(key);
+        self.end = at(key + 1).max(self.slot);
+    }
+}
+
+impl<T> Iterator for Visit<'_, '_, T> {
+    type Item = Visited;
+
+    fn next(&mut self) -> Option<Visited> {
+        if self.left == 0 {
+            return None;
+        }
+        let bins = self.list.n.iter().product::<usize>().max(1);
+        while self.slot >= self.end {
+            self.species += 1;
+            if self.species >= self.list.n_species {
+                self.species = 0;
+                self.bin += 1;
+                if self.bin >= bins {
+                    self.left = 0;
+                    return None;
+                }
+            }
+            self.enter_key();
+        }
+        let slot = self.slot;
+        self.slot += 1;
+        self.left -= 1;
+        let atom = self.list.atom.get(slot).copied().unwrap_or(0) as usize;
+        Some(Visited {
+            atom,
+            slot,
+            bin: self.bin,
+        })
+    }
+}
+
+/// Candidate slots per neighbour slot of the [`Candidates`] storage that
+/// [`crate::WorkspaceSize::per_thread`] provides: the candidates of a bin (bins about rc/2
+/// wide) are about 5× an atom's neighbours, and the neighbour capacity has its own margin.
+pub const CANDIDATES_PER_SLOT: usize = 4;
+
+/// Reals per candidate slot (image position).
+pub(crate) const CANDIDATE_REALS: usize = 3;
+
+/// The candidates of the bin being visited, gathered once and scanned by each of its atoms
+/// ([`CellList::neighbors_at`]): image positions r_j + shift, structure-of-arrays, with
+/// the atom each is an image of; grouped by species. Optional: with no storage every atom is
+/// searched on its own, with the same results.
+pub(crate) struct Candidates<'w, T> {
+    x: &'w mut [T],
+    y: &'w mut [T],
+    z: &'w mut [T],
+    j: &'w mut [u32],
+    /// `start[e]..start[e + 1]` are the candidates of species e.
+    start: [usize; MAX_SPECIES + 1],
+    /// The bin gathered (`usize::MAX`: none) and whether the gathering succeeded.
+    bin: usize,
+    ok: bool,
+}
+
+impl<'w, T: Real> Candidates<'w, T> {
+    /// Storage for `capacity` candidates out of `reals` (3 per candidate) and `indices` (1
+    /// per candidate); fewer when the slices are shorter.
+    pub(crate) fn new(capacity: usize, reals: &'w mut [T], indices: &'w mut [u32]) -> Self {
+        let capacity = capacity
+            .min(reals.len() / CANDIDATE_REALS)
+            .min(indices.len());
+        let (x, rest) = split(reals, capacity);
+        let (y, rest) = split(rest, capacity);
+        let (z, _) = split(rest, capacity);
+        let (j, _) = split(indices, capacity);
+        Candidates {
+            x,
+            y,
+            z,
+            j,
+            start: [0; MAX_SPECIES + 1],
+            bin: usize::MAX,
+            ok: false,
+        }
+    }
+
+    /// Forgets the gathered bin (call whenever the cell list may have changed).
+    pub(crate) fn forget(&mut self) {
+        self.bin = usize::MAX;
+        self.ok = false;
     }
 }
 
@@ -1136,6 +1578,36 @@ mod tests {
             got.sort();
             assert_eq!(got, brute(pos, species, cell.as_ref(), rc, i), "atom {i}");
         }
+        // In visiting order with gathered candidates (ample, and too few for any bin): the
+        // same neighbours in the same order with the same bits as the atom-by-atom search.
+        let bits = |s: &NeighborSet<'_, f64>| {
+            let mut v = Vec::new();
+            for e in 0..MAX_SPECIES {
+                v.push(s.species_range(e).len() as u64);
+                for k in s.species_range(e) {
+                    v.extend(s.displacement(k).map(f64::to_bits));
+                    v.push(s.distance(k).to_bits());
+                    v.push(u64::from(s.atom_index(k).unwrap()));
+                }
+            }
+            v
+        };
+        let (mut nr2, mut ni2) = (vec![0.0; 12 * cap], vec![0u32; 3 * cap]);
+        let mut other = NeighborSet::new(cap, &mut nr2, &mut ni2).unwrap();
+        for slots in [4 * cap, 3] {
+            let (mut cr, mut ci) = (vec![0.0; 3 * slots], vec![0u32; slots]);
+            let mut cand = Candidates::new(slots, &mut cr, &mut ci);
+            let mut seen = vec![false; n];
+            for (p, at) in list.visit(0..n).enumerate() {
+                assert_eq!(list.visit(p..n).next(), Some(at), "visit from {p}");
+                seen[at.atom] = true;
+                list.neighbors_at(at, &mut set, &mut cand).unwrap();
+                list.neighbors_of(at.atom, &mut other).unwrap();
+                assert_eq!(bits(&set), bits(&other), "atom {}", at.atom);
+            }
+            assert!(seen.iter().all(|&s| s), "every atom visited once");
+            assert_eq!(list.visit(0..n).count(), n);
+        }
     }
 
     fn random(n: usize, box_: [f64; 3], seed: u64) -> (Vec<[f64; 3]>, Vec<u8>) {
@@ -1178,7 +1650,7 @@ mod tests {
             let list = CellList::build(pos, sp, 3, Some(&cell), rc, &mut r, &mut idx).unwrap();
             let s = list.bin_coords(list.wrap(pos[0]));
             let (mut d, mut b, mut m) = (vec![0.0; 3 * 256], vec![0u32; 256], vec![0u32; 256]);
-            list.list_segments(&s, &mut d, &mut b, &mut m)
+            list.list_segments((&s, &s), &mut d, &mut b, &mut m)
         };
         let (pos, sp) = random(3, [1.1, 1.0, 1.2], 11);
         assert_eq!(
@@ -1205,6 +1677,16 @@ mod tests {
                 capacity: 8
             })
         );
+        let (mut cr, mut ci) = (vec![0.0; 3 * 2048], vec![0u32; 2048]);
+        let mut cand = Candidates::new(2048, &mut cr, &mut ci);
+        let at = list.visit(0..pos.len()).find(|a| a.atom == 5).unwrap();
+        assert_eq!(
+            list.neighbors_at(at, &mut set, &mut cand),
+            Err(ComputeError::NeighborOverflow {
+                atom: 5,
+                capacity: 8
+            })
+        );
         let mut pos = pos;
         pos[9] = pos[4];
         let list = CellList::build(&pos, &sp, 3, Some(&cell), 4.0, &mut r, &mut idx).unwrap();
@@ -1212,6 +1694,14 @@ mod tests {
         let mut set = NeighborSet::new(512, &mut nr, &mut ni).unwrap();
         assert_eq!(
             list.neighbors_of(4, &mut set),
+            Err(ComputeError::OverlappingAtoms { i: 4, j: 9 })
+        );
+        // The same through the gathered candidates of the atom's bin.
+        let (mut cr, mut ci) = (vec![0.0; 3 * 2048], vec![0u32; 2048]);
+        let mut cand = Candidates::new(2048, &mut cr, &mut ci);
+        let at = list.visit(0..pos.len()).find(|a| a.atom == 4).unwrap();
+        assert_eq!(
+            list.neighbors_at(at, &mut set, &mut cand),
             Err(ComputeError::OverlappingAtoms { i: 4, j: 9 })
         );
         // Too little storage is named, not truncated.

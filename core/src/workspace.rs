@@ -14,6 +14,7 @@
 //! | per neighbour slot: batched kernels' cache (unit vector, 1/r; h_c, h_c′ per channel, C = most channels of a group) | 4 + 2C | — |
 //! | per model (features, scaled, dE/dG, three group lanes; activations and derivatives; two back-prop rows) | 6F + 2S' + 2W | — |
 //! | optional pair cache ([`WorkspaceSize::new`] only; none with [`WorkspaceSize::minimal`]) | (M(M−1)/2 + 2M·(LANES−1))·(1 + 2C') | — |
+//! | optional candidates of a bin ([`WorkspaceSize::with_candidates`], in [`WorkspaceSize::per_thread`]), per neighbour slot | 3·4 | 4 |
 //!
 //! (C' = C rounded up to the channel count the kernels are compiled for: C itself up to 4, else
 //! 8; on 1-lane targets, C. On 1-lane targets the cache also holds the radial force factors,
@@ -21,20 +22,22 @@
 //! 1 + 2C': for the firmware's ethanol model, M = 8 and F = 24, 692 reals.) So for n2p2's water model (S = 2, C = 4) f64 needs 24 + 8 + 8 =
 //! 40 bytes per atom and (12 + 12)·8 + 12 = 204 bytes per neighbour slot, plus the pair cache,
 //! 9 reals per neighbour pair (about 1.6 MiB per thread for 200 slots); f32 needs 28 and 108,
-//! and half the pair cache. The full descriptor Jacobian dG/dr is never stored by
+//! and half the pair cache. The candidate storage adds 112 bytes per neighbour slot in f64 and
+//! 64 in f32 (25 KiB per thread for 224 slots). The full descriptor Jacobian dG/dr is never stored by
 //! [`crate::Model::compute`]. Forces and per-atom energies are the caller's output slices.
 //!
 //! Threads: the cell list can live apart from the per-thread part ([`crate::CellListSize`],
 //! [`crate::Model::cell_list`]); then each thread needs a workspace for 0 atoms
-//! ([`WorkspaceSize::per_thread`]: the neighbour slots and the per-model part) and, for forces,
-//! a [`crate::ChunkForces`] record (per slot 3 reals and 1 `u32` for each of the
-//! [`crate::chunk::CHUNK_ATOMS`] atoms of a chunk).
+//! ([`WorkspaceSize::per_thread`]: the neighbour slots, the per-model part and the candidates)
+//! and, for forces, a [`crate::ChunkForces`] record (per slot 3 reals and 1 `u32` for each of
+//! the [`crate::chunk::CHUNK_ATOMS`] atoms of a chunk, per atom 3 reals and 2 `u32`).
 
 use crate::descriptor::batched::{pair_cache_reals, slot_reals, ChannelMemo};
 use crate::error::ComputeError;
 use crate::math::Real;
 use crate::model::{Model, ModelDims};
-use crate::neighbors::{split, CellListSize, NeighborSet, NEIGHBOR_INDICES, NEIGHBOR_REALS};
+use crate::neighbors::{split, Candidates, CellListSize, NeighborSet, CANDIDATES_PER_SLOT};
+use crate::neighbors::{CANDIDATE_REALS, NEIGHBOR_INDICES, NEIGHBOR_REALS};
 
 /// Extra bin keys allowed beyond one per atom and species (a small system still gets a 3×3×3
 /// grid).
@@ -81,9 +84,23 @@ impl WorkspaceSize {
     }
 
     /// Sizes of a per-thread workspace (no cell list of its own) for
-    /// [`crate::Model::compute_chunk`]: `new(dims, 0, neighbors)`.
+    /// [`crate::Model::compute_chunk`]: `new(dims, 0, neighbors).with_candidates()`.
     pub const fn per_thread(dims: &ModelDims, neighbors: usize) -> Self {
-        Self::new(dims, 0, neighbors)
+        Self::new(dims, 0, neighbors).with_candidates()
+    }
+
+    /// This size plus storage for the candidates of a bin ([`CANDIDATES_PER_SLOT`] per
+    /// neighbour slot, each 3 reals and 1 `u32`): the atoms of one bin, visited one after
+    /// another, then scan one gathered list instead of searching the cell list each (same
+    /// results, a faster neighbour search). [`Workspace::new`] carves it when the index slice
+    /// is long enough for it.
+    pub const fn with_candidates(self) -> Self {
+        let slots = CANDIDATES_PER_SLOT * self.neighbors;
+        WorkspaceSize {
+            reals: self.reals + CANDIDATE_REALS * slots,
+            indices: self.indices + slots,
+            ..self
+        }
     }
 
     /// Total bytes for reals of `real_bytes` each plus the indices.
@@ -131,6 +148,8 @@ pub struct Workspace<'w, T> {
     pub(crate) cell_indices: &'w mut [u32],
     pub(crate) neighbors: NeighborSet<'w, T>,
     pub(crate) scratch: AtomScratch<'w, T>,
+    /// The gathered candidates of a bin (empty without [`WorkspaceSize::with_candidates`]).
+    pub(crate) candidates: Candidates<'w, T>,
 }
 
 impl<'w, T: Real> Workspace<'w, T> {
@@ -173,9 +192,16 @@ impl<'w, T: Real> Workspace<'w, T> {
         let (deriv, rest) = split(rest, dims.max_network);
         let (b1, rest) = split(rest, dims.max_width);
         let (b2, rest) = split(rest, dims.max_width);
-        let (slots, pairs) = split(rest, slot_reals(dims.max_channels) * neighbors);
+        let (slots, tail) = split(rest, slot_reals(dims.max_channels) * neighbors);
         let (cell_indices, rest) = split(indices, cells.indices);
-        let (nidx, _) = split(rest, NEIGHBOR_INDICES * neighbors);
+        let (nidx, cidx) = split(rest, NEIGHBOR_INDICES * neighbors);
+        // Candidate storage only when the index slice holds it (`with_candidates`); its reals
+        // come before the pair cache, which takes the rest.
+        let cand_slots = CANDIDATES_PER_SLOT * neighbors;
+        let cand_reals = CANDIDATE_REALS * cand_slots;
+        let with = neighbors > 0 && cidx.len() >= cand_slots && tail.len() >= cand_reals;
+        let (creals, pairs) = split(tail, if with { cand_reals } else { 0 });
+        let cidx = if with { cidx } else { &mut [] };
         Ok(Workspace {
             atoms,
             cell_reals,
@@ -197,6 +223,7 @@ impl<'w, T: Real> Workspace<'w, T> {
                 pairs_filled: 0,
                 channels: ChannelMemo::empty(),
             },
+            candidates: Candidates::new(cand_slots, creals, cidx),
         })
     }
 

@@ -3,7 +3,7 @@
 use anyhow::{anyhow, Result};
 use std::time::Instant;
 
-use mlff_core::chunk::{chunk_count, CHUNK_ATOMS};
+use mlff_core::chunk::{chunk_count, chunk_range, CHUNK_ATOMS};
 use mlff_core::{Cell, ComputeError, Model, Probe, Real, Stage, System, Workspace};
 use mlff_core::{CellListSize, ChunkForces, ChunkForcesSize, ChunkOutputs, WorkspaceSize};
 
@@ -86,10 +86,11 @@ impl Predictor {
     /// Computes `s` `repeat` times on `threads` threads and returns the prediction with the
     /// timing of every run. Set-up (workspaces, outputs) is not timed.
     ///
-    /// The cell list is built once per run and shared; the atoms are cut into the core's fixed
-    /// chunks ([`mlff_core::chunk`]), computed in waves of [`CHUNKS_PER_THREAD`] chunks per
-    /// thread, and combined in chunk order: the results are bit-identical for every thread
-    /// count, and to [`mlff_core::Model::compute`].
+    /// The cell list is built once per run and shared; the atoms, in its visiting order, are
+    /// cut into the core's fixed chunks ([`mlff_core::chunk`]), computed in waves of
+    /// [`CHUNKS_PER_THREAD`] chunks per thread, and combined in chunk order (per-atom energies
+    /// put back at their atom index, the total summed in atom order): the results are
+    /// bit-identical for every thread count, and to [`mlff_core::Model::compute`].
     pub fn run_timed(
         &self,
         s: &Structure,
@@ -161,6 +162,7 @@ impl Predictor {
                     idx: vec![0u32; ws_size.indices],
                     rec_reals: vec![T::ZERO; rec_size.reals],
                     rec_idx: vec![0u32; rec_size.indices],
+                    energies: vec![0.0; CHUNK_ATOMS],
                 })
                 .collect();
             let workspace_bytes = cells_size.reals * T::BYTES
@@ -177,33 +179,32 @@ impl Predictor {
                 let cells = cells.map_err(|e| anyhow!("{e}"))?;
                 stages[0] += start.elapsed().as_secs_f64();
                 forces.iter_mut().for_each(|f| *f = [T::ZERO; 3]);
-                let mut energy_chunks: Vec<&mut [f64]> = energies.chunks_mut(CHUNK_ATOMS).collect();
                 total = mlff_core::Results::default();
                 for first in (0..chunks).step_by(wave) {
                     let ids = first..(first + wave).min(chunks);
-                    let energy_wave = energy_chunks.get_mut(ids.clone()).unwrap_or(&mut []);
                     let done: Vec<Result<_, ComputeError>> = slots
                         .par_iter_mut()
-                        .zip(energy_wave.par_iter_mut())
                         .zip(ids.into_par_iter())
-                        .map(|((slot, e), chunk)| {
+                        .map(|(slot, chunk)| {
                             let Slot {
                                 reals,
                                 idx,
                                 rec_reals,
                                 rec_idx,
+                                energies: e,
                             } = slot;
                             let mut ws = Workspace::new(&model, 0, cap, reals, idx)?;
                             let mut rec = ChunkForces::new(cap, rec_reals, rec_idx)?;
                             let mut timer = StageTimer::default();
+                            let e = e.get_mut(..chunk_range(chunk, n).len()).unwrap_or(&mut []);
                             let mut out = ChunkOutputs {
-                                energies: Some(&mut **e),
+                                energies: Some(e),
                                 forces: Some(&mut rec),
                             };
                             let r = model.compute_chunk(
                                 &system, &cells, &mut ws, chunk, &mut out, &mut timer,
                             )?;
-                            Ok((r, timer.seconds, rec))
+                            Ok((r, timer.seconds, rec, &*e))
                         })
                         .collect();
                     // In chunk order, on this thread: the reduction does not depend on the
@@ -211,10 +212,16 @@ impl Predictor {
                     let applied = Instant::now();
                     for r in done {
                         match r {
-                            Ok((r, st, rec)) => {
+                            Ok((r, st, rec, es)) => {
                                 stages.iter_mut().zip(st).for_each(|(a, b)| *a += b);
                                 total.accumulate(&r);
                                 rec.apply(&mut forces).map_err(|e| anyhow!("{e}"))?;
+                                // Per-atom energies back to their atoms.
+                                for (&e, i) in es.iter().zip(rec.atom_indices()) {
+                                    if let Some(x) = energies.get_mut(i) {
+                                        *x = e;
+                                    }
+                                }
                             }
                             // The density estimate was too low for this structure: grow and retry.
                             Err(ComputeError::NeighborOverflow { .. }) if cap < 1 << 20 => {
@@ -231,7 +238,8 @@ impl Predictor {
                     stages,
                 });
             }
-            // The energy in atom order, as `Model::compute` sums it (see `mlff_core::chunk`).
+            // The energy in atom order, as `Model::compute` sums it when it returns per-atom
+            // energies (see `mlff_core::chunk`).
             total.energy = energies.iter().fold(0.0, |acc, e| acc + e);
             let stress = s
                 .lattice
@@ -266,6 +274,8 @@ struct Slot<T> {
     idx: Vec<u32>,
     rec_reals: Vec<T>,
     rec_idx: Vec<u32>,
+    /// Per-atom energies of the chunk, in visiting order.
+    energies: Vec<f64>,
 }
 
 /// The outcome of [`Predictor::run_timed`].
