@@ -881,7 +881,7 @@ impl<'w, T: Real> CellList<'w, T> {
         set: &mut NeighborSet<'_, T>,
         cand: &mut Candidates<'_, T>,
     ) -> Result<(), ComputeError> {
-        if cand.j.is_empty() {
+        if cand.j.is_empty() || !cfg!(feature = "bin-candidates") {
             return self.neighbors_of(at.atom, set);
         }
         if cand.bin != at.bin {
