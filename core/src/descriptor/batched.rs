@@ -1107,8 +1107,7 @@ fn angular_values_one<T: Real, const W: usize, const NC: usize>(
         let sums = sum.iter_mut().zip(comp.iter_mut());
         for (s, (sm, cm)) in sums.enumerate().take(n) {
             let (c, zeta, lambda) = plan.function(s);
-            let base = (T::ONE + lambda * cos).max(T::ZERO);
-            let p = powu::<T, 1>([base], zeta)[0];
+            let p = angular_term(cos, zeta, lambda);
             add(sm, cm, p * hh.get(c).copied().unwrap_or(T::ZERO));
         }
     });
@@ -1249,13 +1248,11 @@ fn angular_forces_one<T: Real, const W: usize, const NC: usize>(
         let mut qp = [T::ZERO; NC];
         for (s, &ms) in m.iter().enumerate().take(n) {
             let (c, zeta, lambda) = plan.function(s);
-            let raw = T::ONE + lambda * cos;
-            let base = raw.max(T::ZERO);
-            let pm1 = powu::<T, 1>([base], zeta - 1)[0];
             let scale = ms * T::from_usize(zeta as usize) * lambda;
             if let (Some(q), Some(qp)) = (q.get_mut(c), qp.get_mut(c)) {
-                *q += ms * pm1 * base;
-                *qp += if raw > T::ZERO { scale * pm1 } else { T::ZERO };
+                let (a, b) = force_terms(cos, zeta, lambda, ms, scale);
+                *q += a;
+                *qp += b;
             }
         }
         let (mut a_ij, mut a_ik, mut a_jk, mut a_c) = (T::ZERO, T::ZERO, T::ZERO, T::ZERO);

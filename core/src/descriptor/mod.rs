@@ -281,7 +281,8 @@ pub(crate) fn prefactors<T: Real>(g: &Group<'_, T>, out: &mut [T]) {
 /// the atomic number of each species of the model; `row` is scratch of the group's size;
 /// `slots` is the batched kernels' neighbour cache, with its geometry part filled by
 /// [`batched::fill_geometry`] for this neighbour set; `plan` is the group's plan when the
-/// batched kernels take it ([`batched::Plan::build`]; angular kinds only, radial ones need none).
+/// batched kernels take it ([`batched::Plan::build`]; angular kinds only, radial ones need none);
+/// `cache` is the atom's pair cache, filled here for the force pass ([`forces`]).
 #[allow(clippy::too_many_arguments)]
 #[cfg_attr(
     not(any(feature = "reference-fallback", feature = "polynomial")),
