@@ -154,6 +154,9 @@ pub(crate) struct Plan<T> {
     /// holds n_c per channel (0 otherwise).
     power: [u8; MAX_CHANNELS],
     eta0: T,
+    /// A wide group whose functions all have ζ = 1: summed through per-species moments
+    /// ([`wide_values`]) in O(neighbours) instead of over pairs.
+    moments: bool,
 }
 
 /// Largest n_c of the shared-exponential path: b^n carries up to about n ulp of relative error
@@ -179,6 +182,7 @@ impl<T: Real> Plan<T> {
             negative: 0,
             power: [0; MAX_CHANNELS],
             eta0: T::ZERO,
+            moments: false,
         }
     }
 
@@ -209,6 +213,7 @@ impl<T: Real> Plan<T> {
         p.negative = 0;
         p.power = [0; MAX_CHANNELS];
         p.eta0 = T::ZERO;
+        p.moments = false;
         match g.kind {
             Radial | RadialWeighted => {
                 p.chan = [0; MAX_FUNCTIONS];
@@ -244,11 +249,15 @@ impl<T: Real> Plan<T> {
                     *zs = zi as u8;
                     p.negative |= u32::from(l < T::ZERO) << s;
                 }
-                // One instantiation only on microcontrollers without the feature (flash).
-                if LANES == 1 && !cfg!(feature = "multi-channel") && p.channels > 1 {
+                p.moments = g.kind == AngularWide && p.zeta.iter().take(p.n).all(|&z| z == 1);
+                // One instantiation only on microcontrollers without the feature (flash); the
+                // moment path takes any number of channels.
+                if LANES == 1 && !cfg!(feature = "multi-channel") && p.channels > 1 && !p.moments {
                     return false;
                 }
-                p.find_powers();
+                if !p.moments {
+                    p.find_powers();
+                }
                 true
             }
             _ => false,
@@ -1039,6 +1048,9 @@ pub(crate) fn angular_values<T: Real, const W: usize>(
     comp: &mut [T],
 ) {
     fill_channels::<T, W>(g, plan, nb, zs, slots, &mut cache.memo);
+    if plan.moments {
+        return wide_values(g, plan, nb, slots, cache, acc);
+    }
     by_channels!(
         plan,
         angular_values_nc(g, plan, nb, zs, slots, cache, acc, comp)
@@ -1135,6 +1147,201 @@ fn finish_sums<T: Real>(sum: &mut [T], comp: &[T]) {
     }
 }
 
+/// Sums of one species block for one channel c of a wide group: S = Σ_j h_j, V = Σ_j h_j u_j
+/// (u_j the unit vector i→j) and Q = Σ_j h_j².
+#[derive(Clone, Copy)]
+struct Moments<T> {
+    s: T,
+    v: [T; 3],
+    q: T,
+}
+
+impl<T: Real> Moments<T> {
+    /// The moments of the slots `range` for channel `c` of the slot cache. Out of line, as
+    /// [`wide_scatter`]: one copy of each keeps the moment path at ~1 KB of flash on a
+    /// microcontroller.
+    #[inline(never)]
+    fn of(slots: &[T], cap: usize, c: usize, range: &core::ops::Range<usize>) -> Self {
+        let mut m = Moments {
+            s: T::ZERO,
+            v: [T::ZERO; 3],
+            q: T::ZERO,
+        };
+        let h = cut(part(slots, 4 + 2 * c, cap), range);
+        let (ux, uy, uz) = (
+            cut(part(slots, 0, cap), range),
+            cut(part(slots, 1, cap), range),
+            cut(part(slots, 2, cap), range),
+        );
+        for (((&h, &x), &y), &z) in h.iter().zip(ux).zip(uy).zip(uz) {
+            m.s += h;
+            m.v[0] += h * x;
+            m.v[1] += h * y;
+            m.v[2] += h * z;
+            m.q += h * h;
+        }
+        m
+    }
+
+    fn dot(&self, o: &Self) -> T {
+        self.v[0] * o.v[0] + self.v[1] * o.v[1] + self.v[2] * o.v[2]
+    }
+
+    /// The moments of the group's blocks e1 and e2 for channel `c` (the same twice when
+    /// e1 = e2). The value pass stores them in the pair cache (10 reals, while they fit) and the
+    /// force pass reads them back, as the pair kernels do with their r_jk factors.
+    #[inline(never)]
+    fn of_group(
+        g: &Group<'_, T>,
+        nb: &Lanes<'_, T>,
+        slots: &[T],
+        c: usize,
+        cache: &mut PairCache<'_, T>,
+    ) -> (Self, Self) {
+        let at = cache.cursor;
+        cache.cursor = at + 10;
+        if !cache.fill && at + 10 <= cache.filled {
+            let stored = cache.buf.get(at..at + 10);
+            if let Some(&[s, x, y, z, q, s2, x2, y2, z2, q2]) = stored {
+                let a = Moments { s, v: [x, y, z], q };
+                let (s, v, q) = (s2, [x2, y2, z2], q2);
+                return (a, Moments { s, v, q });
+            }
+        }
+        let cap = nb.r.len();
+        let a = Self::of(slots, cap, c, &nb.range(g.e1));
+        let b = if g.e1 == g.e2 {
+            a
+        } else {
+            Self::of(slots, cap, c, &nb.range(g.e2))
+        };
+        if cache.fill {
+            if let Some(x) = cache.buf.get_mut(at..at + 10) {
+                let [ax, ay, az] = a.v;
+                let [bx, by, bz] = b.v;
+                x.copy_from_slice(&[a.s, ax, ay, az, a.q, b.s, bx, by, bz, b.q]);
+                cache.filled = at + 10;
+            }
+        }
+        (a, b)
+    }
+}
+
+/// Wide groups (n2p2 type 9) whose functions all have ζ = 1 need no pair loop. With the
+/// [`Moments`] of the group's species blocks (per channel; u_j·u_j = 1),
+///
+/// ```text
+/// Σ_{j∈e1, k∈e2} (1 + λ cos θ_jik) h_j h_k = S₁S₂ + λ V₁·V₂                 (e1 ≠ e2)
+/// Σ_{j<k, both ∈ e} (1 + λ cos θ_jik) h_j h_k = ½(S² − Q) + ½λ(|V|² − Q)    (e1 = e2)
+/// ```
+///
+/// the same sums as the pair kernels up to rounding, in O(neighbours) instead of O(neighbours²)
+/// (the idea of moment-tensor descriptors; with ζ > 1 the moments would be tensors of rank ζ).
+/// The prefactor 2^(1−ζ) is 1. Adds the values into `acc`.
+fn wide_values<T: Real>(
+    g: &Group<'_, T>,
+    plan: &Plan<T>,
+    nb: &Lanes<'_, T>,
+    slots: &[T],
+    cache: &mut PairCache<'_, T>,
+    acc: &mut [T],
+) {
+    for c in 0..plan.channels.min(MAX_CHANNELS) {
+        let (a, b) = Moments::of_group(g, nb, slots, c, cache);
+        let (base, cross) = if g.e1 == g.e2 {
+            (T::HALF * (a.s * a.s - a.q), T::HALF * (a.dot(&a) - a.q))
+        } else {
+            (a.s * b.s, a.dot(&b))
+        };
+        for (s, x) in acc.iter_mut().enumerate().take(plan.n) {
+            let (cs, _, lambda) = plan.function(s);
+            if cs == c {
+                *x += base + lambda * cross;
+            }
+        }
+    }
+}
+
+/// Gradients of [`wide_values`]: with multipliers m_s, M₀ = Σ_{s∈c} m_s and M₁ = Σ_{s∈c} m_s λ_s
+/// per channel, neighbour j of block e1 (partner sums S′, V′ of block e2, or of the same block
+/// without j) gets
+///
+/// ```text
+/// ∂/∂d_j = [M₀ S′ h′_j + M₁ (h′_j − h_j/r_j)(u_j·V′)] u_j + M₁ (h_j/r_j) V′
+/// ```
+///
+/// (V′ − (u_j·V′) u_j does not depend on whether j's own term is in V′). Adds into `work`.
+fn wide_forces<T: Real>(
+    g: &Group<'_, T>,
+    plan: &Plan<T>,
+    nb: &Lanes<'_, T>,
+    slots: &[T],
+    cache: &mut PairCache<'_, T>,
+    m: &[T],
+    work: &mut WorkLanes<'_, T>,
+) {
+    let cap = nb.r.len();
+    let (r1, r2) = (nb.range(g.e1), nb.range(g.e2));
+    for c in 0..plan.channels.min(MAX_CHANNELS) {
+        let (mut m0, mut m1) = (T::ZERO, T::ZERO);
+        for (s, &ms) in m.iter().enumerate().take(plan.n) {
+            let (cs, _, lambda) = plan.function(s);
+            if cs == c {
+                m0 += ms;
+                m1 += ms * lambda;
+            }
+        }
+        let (a, b) = Moments::of_group(g, nb, slots, c, cache);
+        if g.e1 == g.e2 {
+            wide_scatter(slots, cap, c, &r1, &a, true, (m0, m1), work);
+        } else {
+            wide_scatter(slots, cap, c, &r1, &b, false, (m0, m1), work);
+            wide_scatter(slots, cap, c, &r2, &a, false, (m0, m1), work);
+        }
+    }
+}
+
+/// The gradient of [`wide_forces`] for the slots `range`, partner sums `o` (which hold each
+/// slot's own term when `same`).
+#[allow(clippy::too_many_arguments)]
+#[inline(never)]
+fn wide_scatter<T: Real>(
+    slots: &[T],
+    cap: usize,
+    c: usize,
+    range: &core::ops::Range<usize>,
+    o: &Moments<T>,
+    same: bool,
+    (m0, m1): (T, T),
+    work: &mut WorkLanes<'_, T>,
+) {
+    let h = cut(part(slots, 4 + 2 * c, cap), range);
+    let dh = cut(part(slots, 5 + 2 * c, cap), range);
+    let (ux, uy, uz, inv) = (
+        cut(part(slots, 0, cap), range),
+        cut(part(slots, 1, cap), range),
+        cut(part(slots, 2, cap), range),
+        cut(part(slots, 3, cap), range),
+    );
+    let gx = work.gx.get_mut(range.clone()).unwrap_or(&mut []);
+    let gy = work.gy.get_mut(range.clone()).unwrap_or(&mut []);
+    let gz = work.gz.get_mut(range.clone()).unwrap_or(&mut []);
+    let inputs = h.iter().zip(dh).zip(inv).zip(ux.iter().zip(uy).zip(uz));
+    let outputs = gx.iter_mut().zip(gy.iter_mut()).zip(gz.iter_mut());
+    for ((((&h, &dh), &ir), ((&x0, &y0), &z0)), ((x, y), z)) in inputs.zip(outputs) {
+        let u = [x0, y0, z0];
+        let p = u[0] * o.v[0] + u[1] * o.v[1] + u[2] * o.v[2];
+        // Without j's own term: S′ = S − h_j, u_j·V′ = u_j·V − h_j.
+        let (s_o, p_o) = if same { (o.s - h, p - h) } else { (o.s, p) };
+        let hr = h * ir;
+        let radial = m0 * s_o * dh + m1 * (dh * p_o - hr * p);
+        let tangent = m1 * hr;
+        *x += radial * u[0] + tangent * o.v[0];
+        *y += radial * u[1] + tangent * o.v[1];
+        *z += radial * u[2] + tangent * o.v[2];
+    }
+}
+
 /// Back-propagates multipliers `m` (prefactors included) of angular group `g` into the
 /// neighbour gradient lanes of `work` (the force path: Σ_s m_s ∂G_s/∂d).
 #[allow(clippy::too_many_arguments)]
@@ -1149,6 +1356,9 @@ pub(crate) fn angular_forces<T: Real, const W: usize>(
     work: &mut WorkLanes<'_, T>,
 ) {
     fill_channels::<T, W>(g, plan, nb, zs, slots, &mut cache.memo);
+    if plan.moments {
+        return wide_forces(g, plan, nb, slots, cache, m, work);
+    }
     by_channels!(
         plan,
         angular_forces_nc(g, plan, nb, zs, slots, cache, m, work)
@@ -1896,14 +2106,19 @@ mod tests {
         One,
     }
 
-    /// Parameter lanes (η, r_s, ζ, λ) of `n` functions with ζ ∈ {1, 2, 4, 16}.
-    fn params<T: Real>(n: usize, angular: bool, channels: Channels) -> [Vec<T>; 4] {
+    /// Parameter lanes (η, r_s, ζ, λ) of `n` functions with ζ ∈ {1, 2, 4, 16}, or all ζ = 1
+    /// (`zeta_one`: the moment path of the wide kind).
+    fn params<T: Real>(n: usize, angular: bool, channels: Channels, zeta_one: bool) -> [Vec<T>; 4] {
         let (eta, rs) = match channels {
             Channels::Three => ([0.01, 0.3, 0.07], [0.0, 0.0, 1.1]),
             Channels::Shared => ([0.01, 0.03, 0.07], [0.0; 3]),
             Channels::One => ([0.03; 3], [0.0; 3]),
         };
-        let zeta = [1.0, 2.0, 4.0, 16.0];
+        let zeta = if zeta_one {
+            [1.0; 4]
+        } else {
+            [1.0, 2.0, 4.0, 16.0]
+        };
         let f = |x: f64| T::from_f64(x);
         [
             (0..n).map(|s| f(eta[s % 3])).collect(),
@@ -1937,7 +2152,9 @@ mod tests {
         let mut pairs = vec![T::ZERO; pair_cache_reals(CAP, MAX_CHANNELS, 64)];
         let n = 7;
         let index: Vec<u8> = (0..n as u32).flat_map(|s| s.to_le_bytes()).collect();
-        let m: Vec<T> = (0..n).map(|s| T::from_f64(0.3 - 0.1 * s as f64)).collect();
+        // Multipliers whose sums over each λ do not cancel (with one channel and ζ = 1 the
+        // functions differ only in λ).
+        let m: Vec<T> = (0..n).map(|s| T::from_f64(0.35 - 0.1 * s as f64)).collect();
         use DescriptorKind::*;
         let kinds = [
             Radial,
@@ -1951,10 +2168,12 @@ mod tests {
         let cases = kinds
             .into_iter()
             .flat_map(|k| modes.map(|c| (k, c)))
-            .filter(|(k, c)| k.is_angular() || *c != Channels::One);
-        for (kind, channels) in cases {
+            .filter(|(k, c)| k.is_angular() || *c != Channels::One)
+            .flat_map(|(k, c)| [(k, c, false), (k, c, true)])
+            .filter(|(k, _, one)| k.is_angular() || !one);
+        for (kind, channels, zeta_one) in cases {
             let shared = channels == Channels::Shared;
-            let p = params::<T>(n, kind.is_angular(), channels);
+            let p = params::<T>(n, kind.is_angular(), channels, zeta_one);
             let lanes: Vec<T> = p.iter().take(kind.n_params()).flatten().copied().collect();
             for ck in CutoffKind::ALL {
                 for (e1, e2) in [(0, 0), (1, 2), (2, 2)] {
@@ -1969,8 +2188,13 @@ mod tests {
                         out: &index,
                     };
                     let plan = Plan::new(&g).unwrap();
-                    assert_eq!(plan.eta0 > T::ZERO, shared && kind.is_angular());
-                    let what = format!("{kind:?} {ck:?} ({e1}, {e2}) W {W} {channels:?}");
+                    assert_eq!(
+                        plan.eta0 > T::ZERO,
+                        shared && kind.is_angular() && !plan.moments
+                    );
+                    assert_eq!(plan.moments, kind == AngularWide && zeta_one);
+                    let what =
+                        format!("{kind:?} {ck:?} ({e1}, {e2}) W {W} {channels:?} ζ=1 {zeta_one}");
                     let (lanes_nb, mut work) = nb.lanes();
                     // Values.
                     let (mut want, mut got) = (vec![T::ZERO; n], vec![T::ZERO; n]);
@@ -2044,6 +2268,7 @@ mod tests {
                     assert_eq!(cached, fresh, "{what}: cached and recomputed differ");
                     assert_eq!(cached, part, "{what}: cached and half-cached differ");
                     let scale = want.iter().fold(1e-30, |a, x| a.max(x.to_f64().abs()));
+                    assert!(scale > 1e-6, "{what}: gradients cancel ({scale})");
                     for (k, (a, b)) in cached.iter().zip(&want).enumerate() {
                         let err = (a.to_f64() - b.to_f64()).abs() / scale;
                         assert!(err <= tol_g, "{what} gradient {k}: {a} vs {b}");
