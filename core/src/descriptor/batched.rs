@@ -70,8 +70,9 @@ const fn instantiated(channels: usize) -> usize {
 /// Reals of a [`PairCache`] that holds every neighbour pair of `neighbors` slots (with the
 /// padding of partly filled batches, for up to two rows per slot) for a model with
 /// `max_channels` channels: 1 + 2·NC reals per pair; on 1-lane targets also the radial records,
-/// at most `max_features` reals per slot. Pairs beyond the cache are recomputed in the force
-/// pass, so a smaller cache is correct, only slower.
+/// at most `max_features` reals per slot (wide groups on the moment path take 10 reals per
+/// channel instead of their pairs). Pairs beyond the cache are recomputed in the force pass, so a
+/// smaller cache is correct, only slower.
 pub const fn pair_cache_reals(neighbors: usize, max_channels: usize, max_features: usize) -> usize {
     // 1-lane targets: radial records, and a pair count per group.
     let radial = if LANES == 1 {
@@ -608,7 +609,8 @@ fn fill_channels<T: Real, const W: usize>(
 /// force pass does not recompute r_jk, its cutoff and its exponentials. Batches are stored in
 /// visiting order, `W·(1 + 2·NC)` reals each (1/r_jk, then h_jk and h′_jk per channel), while they
 /// fit; the force pass recomputes the batches that did not fit, with the same code, so the
-/// results do not depend on the cache size.
+/// results do not depend on the cache size. Wide groups on the moment path ([`wide_values`])
+/// keep their moments here too, 10 reals per channel.
 pub(crate) struct PairCache<'c, T> {
     buf: &'c mut [T],
     cursor: usize,
