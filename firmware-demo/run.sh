@@ -3,8 +3,10 @@
 # corrupted-blob variant fails with the checksum error, runs the on-target test
 # (tests/on_target.rs), and prints one summary line per target:
 #   target=<triple> status=ok|FAIL instructions_per_eval=N flash_bytes=N ram_bytes=N stack_bytes=N energy_rel_err=X
+# and checks the Cortex-M4F budgets of the firmware issue (flash ≤ 64 KiB with the model, static
+# RAM + stack high water ≤ 16 KiB, ≤ 300 000 instructions per energy+forces evaluation).
 # Installs what it needs idempotently: rustup targets, llvm-tools, QEMU binaries in .qemu/.
-# Exits non-zero if anything fails.
+# Exits non-zero if anything fails or a budget is exceeded.
 set -uo pipefail
 cd "$(dirname "$0")"
 TARGETS="thumbv7em-none-eabihf riscv32imac-unknown-none-elf riscv32imafc-unknown-none-elf"
@@ -63,6 +65,10 @@ for t in $TARGETS; do
   fi
   [ -n "$err" ] && err=$(python3 -c "print(f'{$err*1e-12:.3g}')") || err=n/a
   summary+=("target=$t status=$status instructions_per_eval=${ipe:-n/a} flash_bytes=$flash ram_bytes=$ram stack_bytes=${stack:-n/a} energy_rel_err=$err")
+  if [ "$t" = thumbv7em-none-eabihf ]; then
+    # Budgets (BENCHMARKS.md, "Firmware"): a regression fails CI instead of passing unnoticed.
+    m4f=(${ipe:-x} $flash $ram ${stack:-x})
+  fi
   [ $status = ok ] || fail=1
   rm -f "$log"
 done
@@ -89,6 +95,23 @@ for t in $TARGETS; do
     summary+=("target=$t on-target-test=FAIL (exit $rc)"); echo "$out"; fail=1
   fi
 done
+
+# --- Cortex-M4F budgets ---
+read -r ipe flash ram stack <<<"${m4f[*]:-x x x x}"
+budget=$(python3 - "$ipe" "$flash" "$ram" "$stack" <<'PY'
+import sys
+try:
+    ipe, flash, ram, stack = map(int, sys.argv[1:])
+except ValueError:
+    print("FAIL (figures missing)"); sys.exit()
+over = [n for n, v, b in [("instructions", ipe, 300000), ("flash", flash, 65536),
+                           ("RAM+stack", ram + stack, 16384)] if v > b]
+print(("OVER: " + ", ".join(over) if over else "ok")
+      + f" (instructions {ipe}/300000, flash {flash}/65536 B, static RAM + stack {ram + stack}/16384 B)")
+PY
+)
+summary+=("target=thumbv7em-none-eabihf budgets=$budget")
+[[ $budget == ok* ]] || fail=1
 
 printf '%s\n' "${summary[@]}" "${details[@]}"
 exit $fail
