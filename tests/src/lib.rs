@@ -168,6 +168,11 @@ pub fn model_with(
                         add(kind, a, b, 0.2, 0.0, 1.0, 1.0, rc);
                         add(kind, a, b, 0.1, 0.5, 2.5, -1.0, rc);
                         add(kind, b, a, 0.05, 0.0, 4.0, 1.0, rc - 0.7);
+                        // Only ζ = 1, with a cutoff of its own: a group of its own with two
+                        // channels (for G5 the core's moment path, which takes no pair loop).
+                        add(kind, a, b, 0.3, 0.0, 1.0, 1.0, rc - 0.3);
+                        add(kind, a, b, 0.3, 0.0, 1.0, -1.0, rc - 0.3);
+                        add(kind, a, b, 0.08, 0.4, 1.0, 1.0, rc - 0.3);
                     }
                 }
             }
