@@ -787,6 +787,10 @@ fn for_each_batch<T: Real, const W: usize, const NC: usize>(
     let species = if weighted { zs.len() } else { 1 };
     let nc = live::<T, NC>(plan);
     let size = W * (1 + 2 * nc);
+    // r_jk² at or beyond this adds exactly nothing (h_jk = h′_jk = 0): the margin covers lanes
+    // whose r_jk = r_jk²·(1/r_jk) rounds below r_c in `jk_factors`.
+    let skip_r2 = rc * rc * T::from_f64(1.0 + 1e-5);
+    let d = [nb.dx, nb.dy, nb.dz];
     for a in 0..species {
         for b in a..species {
             let (a, b) = if weighted { (a, b) } else { (g.e1, g.e2) };
@@ -806,6 +810,24 @@ fn for_each_batch<T: Real, const W: usize, const NC: usize>(
                 let end = rb.end;
                 let mut k = if a == b { j + 1 } else { rb.start };
                 while k < end {
+                    let mut djk = [[T::ZERO; W]; 3];
+                    if narrow {
+                        let dk = rows!(3, c => load::<T, W>(d[c], k, end, T::ZERO));
+                        djk = rows!(3, c => lanes!(l => dk[c][l] - dj[c]));
+                        // A batch whose pairs all have r_jk ≥ r_c adds exactly zero: both passes
+                        // skip it on the same bits, and it takes no cache slot. With neighbours
+                        // in cell-list order, ~15 % of the batches on n2p2's water box.
+                        let r2: [T; W] = lanes!(l => djk[0][l] * djk[0][l]
+                            + djk[1][l] * djk[1][l] + djk[2][l] * djk[2][l]);
+                        let masked: [T; W] = lanes!(l => if k + l < end { r2[l] } else { skip_r2 });
+                        let nearest = masked
+                            .iter()
+                            .fold(skip_r2, |a, &x| if x < a { x } else { a });
+                        if nearest >= skip_r2 {
+                            k += W;
+                            continue;
+                        }
+                    }
                     let uk = rows!(3, c => load::<T, W>(u[c], k, end, T::ZERO));
                     let cos = lanes!(l => row.u[0] * uk[0][l] + row.u[1] * uk[1][l] + row.u[2] * uk[2][l]);
                     let mut batch = Batch {
@@ -830,9 +852,6 @@ fn for_each_batch<T: Real, const W: usize, const NC: usize>(
                         *bdh = load(dh, k, end, T::ZERO);
                     }
                     if narrow {
-                        let d = [nb.dx, nb.dy, nb.dz];
-                        let dk = rows!(3, c => load::<T, W>(d[c], k, end, T::ZERO));
-                        let djk: [[T; W]; 3] = rows!(3, c => lanes!(l => dk[c][l] - dj[c]));
                         let at_c = cache.cursor;
                         cache.cursor = at_c + size;
                         let stored = match cache.buf.get(at_c..at_c + size) {
