@@ -822,7 +822,7 @@ fn for_each_batch<T: Real, const W: usize, const NC: usize>(
                         let masked: [T; W] = lanes!(l => if k + l < end { r2[l] } else { skip_r2 });
                         let nearest = masked
                             .iter()
-                            .fold(skip_r2, |a, &x| if x < a { x } else { a });
+                            .fold(skip_r2, |lo, &x| if x < lo { x } else { lo });
                         if nearest >= skip_r2 {
                             k += W;
                             continue;
