@@ -681,6 +681,12 @@ struct Batch<T, const W: usize, const NC: usize> {
     dhjk: [[T; W]; NC],
 }
 
+/// r_jk² of each lane of a batch from its j→k vectors.
+#[inline(always)]
+fn squared_norms<T: Real, const W: usize>(djk: &[[T; W]; 3]) -> [T; W] {
+    lanes!(l => djk[0][l] * djk[0][l] + djk[1][l] * djk[1][l] + djk[2][l] * djk[2][l])
+}
+
 /// The r_jk factors of a batch of the narrow kinds: 1/r_jk, and h_jk, h′_jk per channel.
 #[inline(always)]
 fn jk_factors<T: Real, const W: usize, const NC: usize>(
@@ -688,8 +694,16 @@ fn jk_factors<T: Real, const W: usize, const NC: usize>(
     plan: &Plan<T>,
     djk: &[[T; W]; 3],
 ) -> ([T; W], [[T; W]; NC], [[T; W]; NC]) {
-    let r2: [T; W] =
-        lanes!(l => djk[0][l] * djk[0][l] + djk[1][l] * djk[1][l] + djk[2][l] * djk[2][l]);
+    jk_factors_r2(g, plan, squared_norms(djk))
+}
+
+/// [`jk_factors`] from r_jk² (when the caller already has it).
+#[inline(always)]
+fn jk_factors_r2<T: Real, const W: usize, const NC: usize>(
+    g: &Group<'_, T>,
+    plan: &Plan<T>,
+    r2: [T; W],
+) -> ([T; W], [[T; W]; NC], [[T; W]; NC]) {
     // With several lanes, 1/r by Newton's iteration and r = r²·(1/r), which vectorise; with one
     // lane (microcontrollers, whose FPUs have a square root), √ and a division.
     let (rjk, ir): ([T; W], [T; W]) = if W > 1 {
@@ -810,15 +824,14 @@ fn for_each_batch<T: Real, const W: usize, const NC: usize>(
                 let end = rb.end;
                 let mut k = if a == b { j + 1 } else { rb.start };
                 while k < end {
-                    let mut djk = [[T::ZERO; W]; 3];
+                    let (mut djk, mut r2) = ([[T::ZERO; W]; 3], [T::ZERO; W]);
                     if narrow {
                         let dk = rows!(3, c => load::<T, W>(d[c], k, end, T::ZERO));
                         djk = rows!(3, c => lanes!(l => dk[c][l] - dj[c]));
+                        r2 = squared_norms(&djk);
                         // A batch whose pairs all have r_jk ≥ r_c adds exactly zero: both passes
                         // skip it on the same bits, and it takes no cache slot. With neighbours
                         // in cell-list order, ~15 % of the batches on n2p2's water box.
-                        let r2: [T; W] = lanes!(l => djk[0][l] * djk[0][l]
-                            + djk[1][l] * djk[1][l] + djk[2][l] * djk[2][l]);
                         let masked: [T; W] = lanes!(l => if k + l < end { r2[l] } else { skip_r2 });
                         let nearest = masked
                             .iter()
@@ -869,7 +882,7 @@ fn for_each_batch<T: Real, const W: usize, const NC: usize>(
                             }
                             ir
                         } else {
-                            let (ir, hjk, dhjk) = jk_factors::<T, W, NC>(g, plan, &djk);
+                            let (ir, hjk, dhjk) = jk_factors_r2::<T, W, NC>(g, plan, r2);
                             (batch.hjk, batch.dhjk) = (hjk, dhjk);
                             if cache.fill {
                                 if let Some(s) = cache.buf.get_mut(at_c..at_c + size) {
@@ -1168,6 +1181,10 @@ fn finish_sums<T: Real>(sum: &mut [T], comp: &[T]) {
     }
 }
 
+/// Reals of the moments of one channel of a wide group in the pair cache: (S, V, Q) of e1, then
+/// of e2.
+const MOMENT_REALS: usize = 10;
+
 /// Sums of one species block for one channel c of a wide group: S = Σ_j h_j, V = Σ_j h_j u_j
 /// (u_j the unit vector i→j) and Q = Σ_j h_j².
 #[derive(Clone, Copy)]
@@ -1209,8 +1226,9 @@ impl<T: Real> Moments<T> {
     }
 
     /// The moments of the group's blocks e1 and e2 for channel `c` (the same twice when
-    /// e1 = e2). The value pass stores them in the pair cache (10 reals, while they fit) and the
-    /// force pass reads them back, as the pair kernels do with their r_jk factors.
+    /// e1 = e2). The value pass stores them in the pair cache ([`MOMENT_REALS`] reals, while
+    /// they fit) and the force pass reads them back, as the pair kernels do with their r_jk
+    /// factors.
     #[inline(never)]
     fn of_group(
         g: &Group<'_, T>,
@@ -1219,10 +1237,10 @@ impl<T: Real> Moments<T> {
         c: usize,
         cache: &mut PairCache<'_, T>,
     ) -> (Self, Self) {
-        let at = cache.cursor;
-        cache.cursor = at + 10;
-        if !cache.fill && at + 10 <= cache.filled {
-            let stored = cache.buf.get(at..at + 10);
+        let (at, end) = (cache.cursor, cache.cursor + MOMENT_REALS);
+        cache.cursor = end;
+        if !cache.fill && end <= cache.filled {
+            let stored = cache.buf.get(at..end);
             if let Some(&[s, x, y, z, q, s2, x2, y2, z2, q2]) = stored {
                 let a = Moments { s, v: [x, y, z], q };
                 let (s, v, q) = (s2, [x2, y2, z2], q2);
@@ -1237,11 +1255,11 @@ impl<T: Real> Moments<T> {
             Self::of(slots, cap, c, &nb.range(g.e2))
         };
         if cache.fill {
-            if let Some(x) = cache.buf.get_mut(at..at + 10) {
+            if let Some(x) = cache.buf.get_mut(at..end) {
                 let [ax, ay, az] = a.v;
                 let [bx, by, bz] = b.v;
                 x.copy_from_slice(&[a.s, ax, ay, az, a.q, b.s, bx, by, bz, b.q]);
-                cache.filled = at + 10;
+                cache.filled = end;
             }
         }
         (a, b)
