@@ -19,11 +19,13 @@
 //! (C' = C rounded up to the channel count the kernels are compiled for: C itself up to 4, else
 //! 8; on 1-lane targets, C. On 1-lane targets the cache also holds the radial force factors,
 //! (M + 1)·F reals, and a one-channel angular group stores a 17-real record per pair instead of
-//! 1 + 2C': for the firmware's ethanol model, M = 8 and F = 24, 692 reals.) So for n2p2's water model (S = 2, C = 4) f64 needs 24 + 8 + 8 =
-//! 40 bytes per atom and (12 + 12)·8 + 12 = 204 bytes per neighbour slot, plus the pair cache,
-//! 9 reals per neighbour pair (about 1.6 MiB per thread for 200 slots); f32 needs 28 and 108,
-//! and half the pair cache. The candidate storage adds 112 bytes per neighbour slot in f64 and
-//! 64 in f32 (25 KiB per thread for 224 slots). The full descriptor Jacobian dG/dr is never stored by
+//! 1 + 2C': for the firmware's ethanol model, M = 8 and F = 24, 692 reals. Wide groups whose
+//! functions all have ζ = 1 keep 10 reals per channel there instead of per-pair factors.) So for
+//! n2p2's water model (S = 2, C = 4) f64 needs 24 + 8 + 8 = 40 bytes per atom and
+//! (12 + 12)·8 + 12 = 204 bytes per neighbour slot, plus the pair cache, 9 reals per neighbour
+//! pair (about 1.6 MiB per thread for 200 slots); f32 needs 28 and 108, and half the pair
+//! cache. The candidate storage adds 112 bytes per neighbour slot in f64 and 64 in f32
+//! (25 KiB per thread for 224 slots). The full descriptor Jacobian dG/dr is never stored by
 //! [`crate::Model::compute`]. Forces and per-atom energies are the caller's output slices.
 //!
 //! Threads: the cell list can live apart from the per-thread part ([`crate::CellListSize`],

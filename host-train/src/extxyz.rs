@@ -87,7 +87,8 @@ pub struct Frame {
 }
 
 impl Frame {
-    /// A frame holding `structure`, periodic in all directions if it has a lattice.
+    /// A frame holding `structure`, periodic along its lattice vectors except its open axes
+    /// ([`Structure::pbc`]).
     pub fn new(structure: Structure) -> Self {
         Frame {
             pbc: structure.pbc(),
