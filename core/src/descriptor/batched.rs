@@ -135,6 +135,8 @@ macro_rules! rows {
     }};
 }
 
+mod narrow;
+
 /// What the batched kernels need to know about a group, decoded once per group and call.
 #[derive(Clone, Copy)]
 pub(crate) struct Plan<T> {
@@ -341,6 +343,16 @@ fn load<T: Real, const W: usize>(s: &[T], k: usize, end: usize, fill: T) -> [T; 
         Some(a) if k + W <= end => a,
         Some(a) => lanes!(l => if k + l < end { a[l] } else { fill }),
         None => lanes!(l => if k + l < end { s.get(k + l).copied().unwrap_or(fill) } else { fill }),
+    }
+}
+
+/// Lanes `k..k + W` of `s` without a mask (lanes beyond `s` read zero), for fields whose lanes
+/// at or beyond a block's end are neutralised by others (see [`narrow`]).
+#[inline(always)]
+fn load_raw<T: Real, const W: usize>(s: &[T], k: usize) -> [T; W] {
+    match s.get(k..k + W).and_then(|c| <[T; W]>::try_from(c).ok()) {
+        Some(a) => a,
+        None => lanes!(l => s.get(k + l).copied().unwrap_or(T::ZERO)),
     }
 }
 
@@ -704,48 +716,74 @@ fn jk_factors_r2<T: Real, const W: usize, const NC: usize>(
     plan: &Plan<T>,
     r2: [T; W],
 ) -> ([T; W], [[T; W]; NC], [[T; W]; NC]) {
-    // With several lanes, 1/r by Newton's iteration and r = r²·(1/r), which vectorise; with one
-    // lane (microcontrollers, whose FPUs have a square root), √ and a division.
-    let (rjk, ir): ([T; W], [T; W]) = if W > 1 {
-        let ir = lanes!(l => r2[l].recip_sqrt());
-        (lanes!(l => r2[l] * ir[l]), ir)
-    } else {
-        let r = lanes!(l => r2[l].sqrt());
-        (r, lanes!(l => T::ONE / r[l]))
-    };
-    let (f, df) = g.cutoff.eval_lanes(rjk);
+    let jk = Jk::<T, W>::new(g, plan, r2);
     let mut hjk = [[T::ZERO; W]; NC];
     let mut dhjk = [[T::ZERO; W]; NC];
-    let params = plan.eta.iter().zip(&plan.rs).take(live::<T, NC>(plan));
-    if plan.eta0 > T::ZERO {
-        // exp(−η_c x²) = b^n_c with b = exp(−η_0 x²): one exponential and a few products.
-        let r0 = plan.rs[0];
-        let x: [T; W] = lanes!(l => rjk[l] - r0);
-        let b: [T; W] = lanes!(l => (-plan.eta0 * x[l] * x[l]).exp());
-        let out = hjk
-            .iter_mut()
-            .zip(dhjk.iter_mut())
-            .zip(params)
-            .zip(&plan.power);
-        for (((h, dh), (&eta, _)), &n) in out {
-            let ex = powu(b, u32::from(n));
-            *h = lanes!(l => f[l] * ex[l]);
-            *dh = lanes!(l => ex[l] * (df[l] - T::TWO * eta * x[l] * f[l]));
+    let out = hjk.iter_mut().zip(dhjk.iter_mut());
+    for (c, (h, dh)) in out.enumerate().take(live::<T, NC>(plan)) {
+        (*h, *dh) = jk.channel(plan, c);
+    }
+    (jk.ir, hjk, dhjk)
+}
+
+/// The r_jk part shared by the channels of a batch of the narrow kinds: r_jk, 1/r_jk, the
+/// cutoff f and f′, and (when the plan's exponentials are powers of one) x = r_jk − r_s and
+/// b = exp(−η₀ x²).
+struct Jk<T, const W: usize> {
+    r: [T; W],
+    ir: [T; W],
+    f: [T; W],
+    df: [T; W],
+    x: [T; W],
+    b: [T; W],
+}
+
+impl<T: Real, const W: usize> Jk<T, W> {
+    #[inline(always)]
+    fn new(g: &Group<'_, T>, plan: &Plan<T>, r2: [T; W]) -> Self {
+        // With several lanes, 1/r by Newton's iteration and r = r²·(1/r), which vectorise; with
+        // one lane (microcontrollers, whose FPUs have a square root), √ and a division.
+        let (r, ir): ([T; W], [T; W]) = if W > 1 {
+            let ir = lanes!(l => r2[l].recip_sqrt());
+            (lanes!(l => r2[l] * ir[l]), ir)
+        } else {
+            let r = lanes!(l => r2[l].sqrt());
+            (r, lanes!(l => T::ONE / r[l]))
+        };
+        let (f, df) = g.cutoff.eval_lanes(r);
+        let (mut x, mut b) = ([T::ZERO; W], [T::ZERO; W]);
+        if plan.eta0 > T::ZERO {
+            // exp(−η_c x²) = b^n_c with b = exp(−η_0 x²): one exponential and a few products.
+            let r0 = plan.rs[0];
+            x = lanes!(l => r[l] - r0);
+            b = lanes!(l => (-plan.eta0 * x[l] * x[l]).exp());
         }
-        return (ir, hjk, dhjk);
+        Jk { r, ir, f, df, x, b }
     }
-    for ((h, dh), (&eta, &r0)) in hjk.iter_mut().zip(dhjk.iter_mut()).zip(params) {
-        let x: [T; W] = lanes!(l => rjk[l] - r0);
-        let ex: [T; W] = lanes!(l => (-eta * x[l] * x[l]).exp());
-        *h = lanes!(l => f[l] * ex[l]);
-        *dh = lanes!(l => ex[l] * (df[l] - T::TWO * eta * x[l] * f[l]));
+
+    /// (h_jk, h′_jk) of channel c.
+    #[inline(always)]
+    fn channel(&self, plan: &Plan<T>, c: usize) -> ([T; W], [T; W]) {
+        let (f, df) = (&self.f, &self.df);
+        let eta = plan.eta.get(c).copied().unwrap_or(T::ZERO);
+        let (x, ex) = if plan.eta0 > T::ZERO {
+            let n = plan.power.get(c).copied().unwrap_or(0);
+            (self.x, powu(self.b, u32::from(n)))
+        } else {
+            let r0 = plan.rs.get(c).copied().unwrap_or(T::ZERO);
+            let x: [T; W] = lanes!(l => self.r[l] - r0);
+            (x, lanes!(l => (-eta * x[l] * x[l]).exp()))
+        };
+        let h = lanes!(l => f[l] * ex[l]);
+        let dh = lanes!(l => ex[l] * (df[l] - T::TWO * eta * x[l] * f[l]));
+        (h, dh)
     }
-    (ir, hjk, dhjk)
 }
 
 /// The slot cache seen by the pair walks: unit-vector components and 1/r of every slot, and
 /// (h_c, h_c′) of the plan's channels; channels beyond them (when `NC` is larger) read as empty
 /// slices, hence zeros.
+#[derive(Clone, Copy)]
 struct SlotView<'s, T, const NC: usize> {
     u: [&'s [T]; 3],
     inv: &'s [T],
@@ -776,35 +814,21 @@ impl<'s, T: Real, const NC: usize> SlotView<'s, T, NC> {
     }
 }
 
-/// Visits the group's neighbour pairs in batches of `W`: the pairs (j of species a, k of species
-/// b) over the group's pair blocks, k > j within one block, j within the group's cutoff. Lanes
-/// beyond a block read zero factors, so they contribute nothing. `NC` ≥ the plan's channels.
+/// The rows of a pair walk (`W` > 1): each neighbour j of the group's pair blocks within the
+/// cutoff, with its d_ij and the k range it pairs with (k > j within one block).
 #[inline(always)]
-fn for_each_batch<T: Real, const W: usize, const NC: usize>(
+fn for_each_row<T: Real, const NC: usize>(
     g: &Group<'_, T>,
-    plan: &Plan<T>,
     nb: &Lanes<'_, T>,
     zs: &[T],
-    slots: &[T],
-    cache: &mut PairCache<'_, T>,
-    mut visit: impl FnMut(&Row<T, NC>, &Batch<T, W, NC>),
+    view: &SlotView<'_, T, NC>,
+    mut visit: impl FnMut(&Row<T, NC>, [T; 3], core::ops::Range<usize>),
 ) {
-    if W == 1 {
-        return for_each_pair::<T, W, NC>(g, plan, nb, zs, slots, cache, visit);
-    }
-    let cap = nb.r.len();
     let rc = g.cutoff.rc();
-    let narrow = g.kind.is_narrow();
-    let SlotView { u, inv, h, dh } = SlotView::<T, NC>::new(slots, cap, plan.channels);
+    let SlotView { u, inv, h, dh } = view;
     let at = |s: &[T], i: usize| s.get(i).copied().unwrap_or(T::ZERO);
     let weighted = g.kind.is_weighted();
     let species = if weighted { zs.len() } else { 1 };
-    let nc = live::<T, NC>(plan);
-    let size = W * (1 + 2 * nc);
-    // r_jk² at or beyond this adds exactly nothing (h_jk = h′_jk = 0): the margin covers lanes
-    // whose r_jk = r_jk²·(1/r_jk) rounds below r_c in `jk_factors`.
-    let skip_r2 = rc * rc * T::from_f64(1.0 + 1e-5);
-    let d = [nb.dx, nb.dy, nb.dz];
     for a in 0..species {
         for b in a..species {
             let (a, b) = if weighted { (a, b) } else { (g.e1, g.e2) };
@@ -821,97 +845,65 @@ fn for_each_batch<T: Real, const W: usize, const NC: usize>(
                     dh: dh.map(|s| at(s, j)),
                 };
                 let dj = [at(nb.dx, j), at(nb.dy, j), at(nb.dz, j)];
-                let end = rb.end;
-                let mut k = if a == b { j + 1 } else { rb.start };
-                while k < end {
-                    let (mut djk, mut r2) = ([[T::ZERO; W]; 3], [T::ZERO; W]);
-                    if narrow {
-                        let dk = rows!(3, c => load::<T, W>(d[c], k, end, T::ZERO));
-                        djk = rows!(3, c => lanes!(l => dk[c][l] - dj[c]));
-                        r2 = squared_norms(&djk);
-                        // A batch whose pairs all have r_jk ≥ r_c adds exactly zero: both passes
-                        // skip it on the same bits, and it takes no cache slot. With neighbours
-                        // in cell-list order, ~15 % of the batches on n2p2's water box.
-                        let masked: [T; W] = lanes!(l => if k + l < end { r2[l] } else { skip_r2 });
-                        let nearest = masked
-                            .iter()
-                            .fold(skip_r2, |lo, &x| if x < lo { x } else { lo });
-                        if nearest >= skip_r2 {
-                            k += W;
-                            continue;
-                        }
-                    }
-                    let uk = rows!(3, c => load::<T, W>(u[c], k, end, T::ZERO));
-                    let cos = lanes!(l => row.u[0] * uk[0][l] + row.u[1] * uk[1][l] + row.u[2] * uk[2][l]);
-                    let mut batch = Batch {
-                        k,
-                        end,
-                        cos,
-                        u: uk,
-                        inv_r: load(inv, k, end, T::ZERO),
-                        ujk: [[T::ZERO; W]; 3],
-                        h: [[T::ZERO; W]; NC],
-                        dh: [[T::ZERO; W]; NC],
-                        hjk: [[T::ONE; W]; NC],
-                        dhjk: [[T::ZERO; W]; NC],
-                    };
-                    let hs = batch
-                        .h
-                        .iter_mut()
-                        .zip(batch.dh.iter_mut())
-                        .zip(h.iter().zip(&dh));
-                    for ((bh, bdh), (h, dh)) in hs.take(nc) {
-                        *bh = load(h, k, end, T::ZERO);
-                        *bdh = load(dh, k, end, T::ZERO);
-                    }
-                    if narrow {
-                        let at_c = cache.cursor;
-                        cache.cursor = at_c + size;
-                        let stored = match cache.buf.get(at_c..at_c + size) {
-                            Some(s) if !cache.fill && at_c + size <= cache.filled => Some(s),
-                            _ => None,
-                        };
-                        let ir = if let Some(s) = stored {
-                            let mut parts = s
-                                .chunks_exact(W)
-                                .map(|c| <[T; W]>::try_from(c).unwrap_or([T::ZERO; W]));
-                            let ir = parts.next().unwrap_or([T::ZERO; W]);
-                            for (x, y) in batch.hjk.iter_mut().zip(batch.dhjk.iter_mut()).take(nc) {
-                                *x = parts.next().unwrap_or([T::ZERO; W]);
-                                *y = parts.next().unwrap_or([T::ZERO; W]);
-                            }
-                            ir
-                        } else {
-                            let (ir, hjk, dhjk) = jk_factors_r2::<T, W, NC>(g, plan, r2);
-                            (batch.hjk, batch.dhjk) = (hjk, dhjk);
-                            if cache.fill {
-                                if let Some(s) = cache.buf.get_mut(at_c..at_c + size) {
-                                    let mut parts = s.chunks_exact_mut(W);
-                                    let src = core::iter::once(&ir).chain(
-                                        hjk.iter()
-                                            .zip(dhjk.iter())
-                                            .take(nc)
-                                            .flat_map(|(a, b)| [a, b]),
-                                    );
-                                    for (d, v) in parts.by_ref().zip(src) {
-                                        d.copy_from_slice(v);
-                                    }
-                                    cache.filled = at_c + size;
-                                }
-                            }
-                            ir
-                        };
-                        batch.ujk = rows!(3, c => lanes!(l => djk[c][l] * ir[l]));
-                    }
-                    visit(&row, &batch);
-                    k += W;
-                }
+                let first = if a == b { j + 1 } else { rb.start };
+                visit(&row, dj, first..rb.end);
             }
             if !weighted {
                 return;
             }
         }
     }
+}
+
+/// Visits the group's neighbour pairs in batches of `W`: the pairs (j of species a, k of species
+/// b) over the group's pair blocks, k > j within one block, j within the group's cutoff. Lanes
+/// beyond a block read zero factors, so they contribute nothing. `NC` ≥ the plan's channels.
+/// With several lanes, for the wide kinds only (the narrow ones have [`narrow`]).
+#[inline(always)]
+fn for_each_batch<T: Real, const W: usize, const NC: usize>(
+    g: &Group<'_, T>,
+    plan: &Plan<T>,
+    nb: &Lanes<'_, T>,
+    zs: &[T],
+    slots: &[T],
+    cache: &mut PairCache<'_, T>,
+    mut visit: impl FnMut(&Row<T, NC>, &Batch<T, W, NC>),
+) {
+    if W == 1 {
+        return for_each_pair::<T, W, NC>(g, plan, nb, zs, slots, cache, visit);
+    }
+    let view = SlotView::<T, NC>::new(slots, nb.r.len(), plan.channels);
+    let nc = live::<T, NC>(plan);
+    for_each_row(g, nb, zs, &view, |row, _, ks| {
+        let SlotView { u, inv, h, dh } = &view;
+        let end = ks.end;
+        for k in ks.step_by(W) {
+            let uk = rows!(3, c => load::<T, W>(u[c], k, end, T::ZERO));
+            let cos = lanes!(l => row.u[0] * uk[0][l] + row.u[1] * uk[1][l] + row.u[2] * uk[2][l]);
+            let mut batch = Batch {
+                k,
+                end,
+                cos,
+                u: uk,
+                inv_r: load(inv, k, end, T::ZERO),
+                ujk: [[T::ZERO; W]; 3],
+                h: [[T::ZERO; W]; NC],
+                dh: [[T::ZERO; W]; NC],
+                hjk: [[T::ONE; W]; NC],
+                dhjk: [[T::ZERO; W]; NC],
+            };
+            let hs = batch
+                .h
+                .iter_mut()
+                .zip(batch.dh.iter_mut())
+                .zip(h.iter().zip(dh));
+            for ((bh, bdh), (h, dh)) in hs.take(nc) {
+                *bh = load(h, k, end, T::ZERO);
+                *bdh = load(dh, k, end, T::ZERO);
+            }
+            visit(row, &batch);
+        }
+    });
 }
 
 /// [`for_each_batch`] for one lane (`W` = 1, microcontrollers): the same pairs in the same
@@ -1107,6 +1099,9 @@ fn angular_values_nc<T: Real, const W: usize, const NC: usize>(
     }
     if W == 1 {
         return angular_values_one::<T, W, NC>(g, plan, nb, zs, slots, cache, acc, comp);
+    }
+    if g.kind.is_narrow() {
+        return narrow::values::<T, W, NC>(g, plan, nb, zs, slots, cache, acc);
     }
     let mut sums = LaneSums::<T, W>::new();
     for_each_batch::<T, W, NC>(g, plan, nb, zs, slots, cache, |row, b| {
@@ -1420,6 +1415,9 @@ fn angular_forces_nc<T: Real, const W: usize, const NC: usize>(
     }
     if W == 1 {
         return angular_forces_one::<T, W, NC>(g, plan, nb, zs, slots, cache, m, work);
+    }
+    if g.kind.is_narrow() {
+        return narrow::forces::<T, W, NC>(g, plan, nb, zs, slots, cache, m, work);
     }
     for_each_batch::<T, W, NC>(g, plan, nb, zs, slots, cache, |row, b| {
         // Q_c = Σ m_s P_s and Q′_c = Σ m_s P′_s over the functions of channel c.

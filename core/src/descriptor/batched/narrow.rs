@@ -1,0 +1,347 @@
+//! The narrow angular kinds (n2p2 types 3 and 13) on hosts (`W` > 1 lanes): the same pairs, in
+//! the same order and with the same arithmetic as [`super::for_each_batch`] and the kernels
+//! built on it, so the results are the same bits, but organised for registers.
+//!
+//! The generic walk builds a whole batch (u_k, 1/r_k, h_k, h′_k, h_jk, h′_jk for every channel)
+//! before its visitor runs: with four channels that is ~50 vector registers' worth of live
+//! data, most of which the compiler spills to the stack and reloads (callgrind on the water
+//! model: ~1 500 instructions per batch of 8 pairs in the force pass, a quarter of them stack
+//! moves). Here each pass loads what it needs where it needs it, one channel at a time, with
+//! the group's functions visited channel by channel so that a channel's weights stay in
+//! registers.
+
+use super::{
+    for_each_row, live, load, load_raw, powu, squared_norms, Jk, LaneSums, PairCache, Plan, Row,
+    SlotView, MAX_CHANNELS, MAX_FUNCTIONS,
+};
+use crate::descriptor::Group;
+use crate::math::Real;
+use crate::neighbors::{Lanes, WorkLanes};
+
+/// The group's functions in channel order (ascending s within a channel, so every per-channel
+/// sum adds its terms in the order of the generic kernels).
+struct Functions<T> {
+    /// Function index s of each entry.
+    s: [u8; MAX_FUNCTIONS],
+    zeta: [u32; MAX_FUNCTIONS],
+    lambda: [T; MAX_FUNCTIONS],
+    /// End of channel c's entries.
+    end: [usize; MAX_CHANNELS],
+}
+
+impl<T: Real> Functions<T> {
+    fn new(plan: &Plan<T>, channels: usize) -> Self {
+        let mut f = Functions {
+            s: [0; MAX_FUNCTIONS],
+            zeta: [1; MAX_FUNCTIONS],
+            lambda: [T::ONE; MAX_FUNCTIONS],
+            end: [0; MAX_CHANNELS],
+        };
+        let n = plan.n.min(MAX_FUNCTIONS);
+        let mut i = 0;
+        for (c, end) in f.end.iter_mut().enumerate().take(channels) {
+            for s in 0..n {
+                let (cs, zeta, lambda) = plan.function(s);
+                if cs != c {
+                    continue;
+                }
+                if let (Some(x), Some(z), Some(l)) =
+                    (f.s.get_mut(i), f.zeta.get_mut(i), f.lambda.get_mut(i))
+                {
+                    // s < MAX_FUNCTIONS = 32 fits a byte.
+                    *x = s as u8;
+                    (*z, *l) = (zeta, lambda);
+                    i += 1;
+                }
+            }
+            *end = i;
+        }
+        f
+    }
+
+    /// Entries of channel c.
+    #[inline(always)]
+    fn of(&self, c: usize) -> core::ops::Range<usize> {
+        let start = if c == 0 {
+            0
+        } else {
+            self.end.get(c - 1).copied().unwrap_or(0)
+        };
+        start..self.end.get(c).copied().unwrap_or(start).max(start)
+    }
+}
+
+/// What a pass does with the batches of the walk.
+trait Visit<T, const W: usize, const NC: usize> {
+    /// The pairs (j, k..k + W), lanes at or beyond `end` excluded; `djk` the j→k vectors and `r2`
+    /// their squared lengths (lanes at or beyond `end` set beyond the cutoff).
+    fn batch(&mut self, row: &Row<T, NC>, k: usize, end: usize, djk: &[[T; W]; 3], r2: [T; W]);
+}
+
+/// The pair walk of the narrow kinds: the rows of [`super::for_each_row`], batches of `W` k,
+/// batches whose pairs all have r_jk ≥ r_c skipped.
+#[inline(always)]
+fn walk<T: Real, const W: usize, const NC: usize>(
+    g: &Group<'_, T>,
+    nb: &Lanes<'_, T>,
+    zs: &[T],
+    view: &SlotView<'_, T, NC>,
+    v: &mut impl Visit<T, W, NC>,
+) {
+    let rc = g.cutoff.rc();
+    // r_jk² at or beyond this adds exactly nothing (h_jk = h′_jk = 0): the margin covers lanes
+    // whose r_jk = r_jk²·(1/r_jk) rounds below r_c in `Jk::new`.
+    let skip_r2 = rc * rc * T::from_f64(1.0 + 1e-5);
+    let d = [nb.dx, nb.dy, nb.dz];
+    for_each_row(g, nb, zs, view, |row, dj, ks| {
+        let end = ks.end;
+        for k in ks.step_by(W) {
+            let dk = rows!(3, c => load::<T, W>(d[c], k, end, T::ZERO));
+            let djk = rows!(3, c => lanes!(l => dk[c][l] - dj[c]));
+            let r2 = squared_norms(&djk);
+            // A batch whose pairs all have r_jk ≥ r_c adds exactly zero: both passes skip it
+            // on the same bits, and it takes no cache slot. With neighbours in cell-list order,
+            // ~15 % of the batches on n2p2's water box.
+            let masked: [T; W] = lanes!(l => if k + l < end { r2[l] } else { skip_r2 });
+            let nearest = masked
+                .iter()
+                .fold(skip_r2, |lo, &x| if x < lo { x } else { lo });
+            if nearest < skip_r2 {
+                v.batch(row, k, end, &djk, masked);
+            }
+        }
+    });
+}
+
+/// Lanes `i·W..(i + 1)·W` of a pair-cache record.
+#[inline(always)]
+fn part<T: Real, const W: usize>(rec: &[T], i: usize) -> [T; W] {
+    rec.get(i * W..(i + 1) * W)
+        .and_then(|s| s.try_into().ok())
+        .unwrap_or([T::ZERO; W])
+}
+
+/// Stores lane block `i` of a flat cache record (a record too short for it is left alone).
+#[inline(always)]
+fn put<T: Real, const W: usize>(rec: &mut [T], i: usize, v: [T; W]) {
+    if let Some(s) = rec.get_mut(i * W..(i + 1) * W) {
+        s.copy_from_slice(&v);
+    }
+}
+
+/// cos θ_jik and the u_k of a batch.
+#[inline(always)]
+fn cos<T: Real, const W: usize, const NC: usize>(
+    view: &SlotView<'_, T, NC>,
+    row: &Row<T, NC>,
+    k: usize,
+) -> ([T; W], [[T; W]; 3]) {
+    let uk = rows!(3, c => load_raw::<T, W>(view.u[c], k));
+    let cos = lanes!(l => row.u[0] * uk[0][l] + row.u[1] * uk[1][l] + row.u[2] * uk[2][l]);
+    (cos, uk)
+}
+
+/// The value pass.
+struct Values<'a, 'c, 's, T, const W: usize, const NC: usize> {
+    g: &'a Group<'a, T>,
+    plan: &'a Plan<T>,
+    fns: Functions<T>,
+    slots: SlotView<'s, T, NC>,
+    cache: &'a mut PairCache<'c, T>,
+    sums: LaneSums<T, W>,
+}
+
+impl<T: Real, const W: usize, const NC: usize> Visit<T, W, NC> for Values<'_, '_, '_, T, W, NC> {
+    #[inline(always)]
+    fn batch(&mut self, row: &Row<T, NC>, k: usize, end: usize, _djk: &[[T; W]; 3], r2: [T; W]) {
+        let (g, plan) = (self.g, self.plan);
+        let size = W * (1 + 2 * NC);
+        let at_c = self.cache.cursor;
+        self.cache.cursor = at_c + size;
+        let rec = match self.cache.buf.get_mut(at_c..at_c + size) {
+            Some(s) => {
+                self.cache.filled = at_c + size;
+                s
+            }
+            None => &mut [],
+        };
+        let jk = Jk::<T, W>::new(g, plan, r2);
+        put(rec, 0, jk.ir);
+        let (cos, _) = cos::<T, W, NC>(&self.slots, row, k);
+        for c in 0..NC {
+            let (hjk, dhjk) = jk.channel(plan, c);
+            put(rec, 1 + 2 * c, hjk);
+            put(rec, 2 + 2 * c, dhjk);
+            let hk = load::<T, W>(self.slots.h[c], k, end, T::ZERO);
+            let hh = lanes!(l => row.h[c] * hk[l] * hjk[l]);
+            for i in self.fns.of(c) {
+                let s = usize::from(self.fns.s.get(i).copied().unwrap_or(0));
+                let zeta = self.fns.zeta.get(i).copied().unwrap_or(1);
+                let lambda = self.fns.lambda.get(i).copied().unwrap_or(T::ONE);
+                let base = lanes!(l => (T::ONE + lambda * cos[l]).max(T::ZERO));
+                let p = powu(base, zeta);
+                self.sums.add(s, lanes!(l => p[l] * hh[l]));
+            }
+        }
+    }
+}
+
+/// Adds the values of narrow group `g` into `acc` (see [`super::angular_values`]).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn values<T: Real, const W: usize, const NC: usize>(
+    g: &Group<'_, T>,
+    plan: &Plan<T>,
+    nb: &Lanes<'_, T>,
+    zs: &[T],
+    slots: &[T],
+    cache: &mut PairCache<'_, T>,
+    acc: &mut [T],
+) {
+    let view = SlotView::<T, NC>::new(slots, nb.r.len(), plan.channels);
+    let mut v = Values::<T, W, NC> {
+        g,
+        plan,
+        fns: Functions::new(plan, live::<T, NC>(plan)),
+        slots: view,
+        cache,
+        sums: LaneSums::new(),
+    };
+    walk::<T, W, NC>(g, nb, zs, &view, &mut v);
+    v.sums.reduce(acc);
+}
+
+/// The force pass.
+struct Forces<'a, 'c, 's, 'w, T, const W: usize, const NC: usize> {
+    g: &'a Group<'a, T>,
+    plan: &'a Plan<T>,
+    fns: Functions<T>,
+    /// m_s and m_s·ζ·λ of each entry of `fns`.
+    m: [T; MAX_FUNCTIONS],
+    scale: [T; MAX_FUNCTIONS],
+    slots: SlotView<'s, T, NC>,
+    cache: &'a mut PairCache<'c, T>,
+    work: &'a mut WorkLanes<'w, T>,
+}
+
+impl<T: Real, const W: usize, const NC: usize> Visit<T, W, NC>
+    for Forces<'_, '_, '_, '_, T, W, NC>
+{
+    #[inline(always)]
+    fn batch(&mut self, row: &Row<T, NC>, k: usize, end: usize, djk: &[[T; W]; 3], r2: [T; W]) {
+        let (g, plan) = (self.g, self.plan);
+        let size = W * (1 + 2 * NC);
+        let at_c = self.cache.cursor;
+        self.cache.cursor = at_c + size;
+        let stored = match self.cache.buf.get(at_c..at_c + size) {
+            Some(s) if at_c + size <= self.cache.filled => Some(s),
+            _ => None,
+        };
+        // Pairs beyond the cache: their factors recomputed as the value pass computed them.
+        let fresh = if stored.is_none() {
+            Some(Jk::<T, W>::new(g, plan, r2))
+        } else {
+            None
+        };
+        let ir = match (stored, &fresh) {
+            (Some(rec), _) => part(rec, 0),
+            (None, Some(jk)) => jk.ir,
+            (None, None) => [T::ZERO; W],
+        };
+        let (cos, uk) = cos::<T, W, NC>(&self.slots, row, k);
+        // Per channel: Q_c = Σ m_s P_s and Q′_c = Σ m_s P′_s over its functions, and the four
+        // sums over channels of the gradient.
+        let mut a = [[T::ZERO; W]; 4];
+        for c in 0..NC {
+            let (hjk, dhjk) = match (stored, &fresh) {
+                (Some(rec), _) => (part(rec, 1 + 2 * c), part(rec, 2 + 2 * c)),
+                (None, Some(jk)) => jk.channel(plan, c),
+                (None, None) => ([T::ZERO; W], [T::ZERO; W]),
+            };
+            let mut q = [T::ZERO; W];
+            let mut qp = [T::ZERO; W];
+            for i in self.fns.of(c) {
+                let zeta = self.fns.zeta.get(i).copied().unwrap_or(1);
+                let lambda = self.fns.lambda.get(i).copied().unwrap_or(T::ONE);
+                let ms = self.m.get(i).copied().unwrap_or(T::ZERO);
+                let scale = self.scale.get(i).copied().unwrap_or(T::ZERO);
+                let raw: [T; W] = lanes!(l => T::ONE + lambda * cos[l]);
+                let base = lanes!(l => raw[l].max(T::ZERO));
+                let pm1 = powu(base, zeta - 1);
+                // P′ = ζλ base^(ζ−1), zero where the pair is clipped (base ≤ 0), as in the
+                // reference kernel.
+                q = lanes!(l => q[l] + ms * pm1[l] * base[l]);
+                qp = lanes!(l => qp[l] + if raw[l] > T::ZERO { scale * pm1[l] } else { T::ZERO });
+            }
+            let (hj, dhj) = (row.h[c], row.dh[c]);
+            let hk = load::<T, W>(self.slots.h[c], k, end, T::ZERO);
+            let dhk = load::<T, W>(self.slots.dh[c], k, end, T::ZERO);
+            a[0] = lanes!(l => a[0][l] + q[l] * dhj * hk[l] * hjk[l]);
+            a[1] = lanes!(l => a[1][l] + q[l] * hj * dhk[l] * hjk[l]);
+            a[2] = lanes!(l => a[2][l] + q[l] * hj * hk[l] * dhjk[l]);
+            a[3] = lanes!(l => a[3][l] + qp[l] * hj * hk[l] * hjk[l]);
+        }
+        let [a_ij, a_ik, a_jk, a_c] = a;
+        let inv_k = load_raw::<T, W>(self.slots.inv, k);
+        let cj: [T; W] = lanes!(l => a_c[l] * row.inv_r);
+        let ck: [T; W] = lanes!(l => a_c[l] * inv_k[l]);
+        let ujk = rows!(3, c => lanes!(l => djk[c][l] * ir[l]));
+        // ∂cos/∂d_ij = (u_k − cos u_j)/r_ij; ∂r_jk/∂d_ij = −u_jk; ∂r_jk/∂d_ik = u_jk.
+        let gj: [[T; W]; 3] = rows!(3, x => lanes!(l => a_ij[l] * row.u[x] - a_jk[l] * ujk[x][l]
+            + cj[l] * (uk[x][l] - cos[l] * row.u[x])));
+        let gk: [[T; W]; 3] = rows!(3, x => lanes!(l => a_ik[l] * uk[x][l] + a_jk[l] * ujk[x][l]
+            + ck[l] * (row.u[x] - cos[l] * uk[x][l])));
+        let work = &mut *self.work;
+        for (lane, (gjx, gkx)) in [&mut *work.gx, &mut *work.gy, &mut *work.gz]
+            .into_iter()
+            .zip(gj.iter().zip(gk))
+        {
+            if let Some(x) = lane.get_mut(row.j) {
+                let mut t = T::ZERO;
+                for &v in gjx {
+                    t += v;
+                }
+                *x += t;
+            }
+            super::add_lanes(lane, k, end, gkx);
+        }
+    }
+}
+
+/// Adds the gradients of narrow group `g`, weighted by `m` (dE/dG per function), into `work`
+/// (see [`super::angular_forces`]).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn forces<T: Real, const W: usize, const NC: usize>(
+    g: &Group<'_, T>,
+    plan: &Plan<T>,
+    nb: &Lanes<'_, T>,
+    zs: &[T],
+    slots: &[T],
+    cache: &mut PairCache<'_, T>,
+    m: &[T],
+    work: &mut WorkLanes<'_, T>,
+) {
+    let view = SlotView::<T, NC>::new(slots, nb.r.len(), plan.channels);
+    let fns = Functions::new(plan, live::<T, NC>(plan));
+    let mut ms = [T::ZERO; MAX_FUNCTIONS];
+    let mut scale = [T::ZERO; MAX_FUNCTIONS];
+    for ((x, y), (&s, (&zeta, &lambda))) in ms
+        .iter_mut()
+        .zip(scale.iter_mut())
+        .zip(fns.s.iter().zip(fns.zeta.iter().zip(&fns.lambda)))
+    {
+        let mm = m.get(usize::from(s)).copied().unwrap_or(T::ZERO);
+        *x = mm;
+        *y = mm * T::from_usize(zeta as usize) * lambda;
+    }
+    let mut v = Forces::<T, W, NC> {
+        g,
+        plan,
+        fns,
+        m: ms,
+        scale,
+        slots: view,
+        cache,
+        work,
+    };
+    walk::<T, W, NC>(g, nb, zs, &view, &mut v);
+}
