@@ -189,7 +189,7 @@ const INV_TANH1_CUBED: f64 = 2.263_753_795_225_351;
 #[inline(always)]
 fn tanh_unit<T: Real>(u: T) -> T {
     let c = T::from_f64;
-    let e = (-(u + u)).exp();
+    let e = (-(u + u)).exp_nonpos();
     let wide = (T::ONE - e) / (T::ONE + e);
     let u2 = u * u;
     let series = u
@@ -240,7 +240,7 @@ pub fn shaped_xy<T: Real>(kind: CutoffKind, x: T, y: T) -> (T, T) {
         }
         CutoffKind::Exp => {
             let q = y * (T::ONE + x); // 1 − x², accurate near x = 1
-            let f = (T::ONE - T::ONE / q).exp();
+            let f = (T::ONE - T::ONE / q).exp_nonpos();
             // Guard: as x → 1 the exponent → −∞ and f underflows to 0 while 1/q² overflows;
             // select the exact limit (0, 0) instead of 0·∞ = NaN.
             let d = -T::TWO * x / (q * q) * f;

@@ -31,17 +31,7 @@ const SHIFT: f32 = 12_582_912.0;
 pub fn exp(x: f32) -> f32 {
     // Range clamp first: NaN passes through `clamp` and the polynomial, and the selects below
     // give the limits outside the range.
-    let xc = x.clamp(-87.5, 88.72);
-    let t = xc * LOG2E + SHIFT;
-    let k = t - SHIFT;
-    let r = (xc - k * LN2_HI) - k * LN2_LO;
-    // |r| ≤ 0.347: degree 7 leaves a truncation error below 6e−9.
-    let p = 1.0
-        + r * (1.0
-            + r * (0.5
-                + r * (1.0 / 6.0
-                    + r * (1.0 / 24.0
-                        + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
+    let (t, p) = reduced(x.clamp(-87.5, 88.72));
     // k = round(x·log2 e) as an integer, read from the mantissa of t; 2^k in two factors so that
     // k = 128 (x close to the overflow threshold) is representable.
     let k = (t.to_bits() as i32).wrapping_sub(SHIFT.to_bits() as i32);
@@ -55,8 +45,40 @@ pub fn exp(x: f32) -> f32 {
     }
 }
 
-/// 2^k for −126 ≤ k ≤ 127 (`exp` passes −63 ≤ k ≤ 64 after its range clamp; other k, from a
-/// NaN argument, give some finite factor of the NaN polynomial).
+/// e^x for x ≤ 0 (positive x count as 0): [`exp`] without its overflow side, the same bits.
+/// Here −126 ≤ k ≤ 0, so 2^k is one normal factor and p·2^k is rounded once, as [`exp`]'s
+/// two-factor product is.
+#[inline(always)]
+pub fn exp_nonpos(x: f32) -> f32 {
+    let (t, p) = reduced(x.clamp(-87.5, 0.0));
+    let k = (t.to_bits() as i32).wrapping_sub(SHIFT.to_bits() as i32);
+    let y = p * pow2(k);
+    if x < -87.3 {
+        0.0
+    } else {
+        y
+    }
+}
+
+/// The reduction of clamped x = k·ln 2 + r and the polynomial e^r: (t, e^r), with k in the
+/// low mantissa bits of t.
+#[inline(always)]
+fn reduced(xc: f32) -> (f32, f32) {
+    let t = xc * LOG2E + SHIFT;
+    let k = t - SHIFT;
+    let r = (xc - k * LN2_HI) - k * LN2_LO;
+    // |r| ≤ 0.347: degree 7 leaves a truncation error below 6e−9.
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0
+                    + r * (1.0 / 24.0
+                        + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
+    (t, p)
+}
+
+/// 2^k for −126 ≤ k ≤ 127 (`exp` passes −63 ≤ k ≤ 64 after its range clamp, `exp_nonpos`
+/// −126 ≤ k ≤ 0; other k, from a NaN argument, give some finite factor of the NaN polynomial).
 #[inline(always)]
 fn pow2(k: i32) -> f32 {
     f32::from_bits((k.wrapping_add(127) as u32) << 23)
@@ -218,6 +240,32 @@ mod tests {
         assert_eq!(exp(100.0), f32::INFINITY);
         assert!(exp(f32::NAN).is_nan());
         assert_eq!(exp(0.0), 1.0);
+    }
+
+    #[test]
+    fn exp_nonpos_is_exp_bit_for_bit() {
+        let same = |x: f32| exp_nonpos(x).to_bits() == exp(x).to_bits();
+        let mut x = -90.0f32;
+        while x <= 0.0 {
+            assert!(same(x), "x = {x}");
+            x += 0.000_37;
+        }
+        let specials = [
+            0.0,
+            -0.0,
+            -1e-30,
+            -87.29,
+            -87.3,
+            -87.31,
+            -87.5,
+            -1e30,
+            -f32::INFINITY,
+        ];
+        for x in specials {
+            assert!(same(x), "x = {x}");
+        }
+        assert_eq!(exp_nonpos(3.0), 1.0);
+        assert!(exp_nonpos(f32::NAN).is_nan());
     }
 
     #[test]

@@ -24,7 +24,39 @@ const SHIFT: f64 = 6_755_399_441_055_744.0;
 /// e^x, without branches.
 #[inline(always)]
 pub fn exp(x: f64) -> f64 {
-    let xc = x.clamp(-708.0, 709.78);
+    let (t, p) = reduced(x.clamp(-708.0, 709.78));
+    // k as an integer, from the mantissa of t; 2^k in two factors so that k = 1024 (x close to
+    // the overflow threshold) is representable.
+    let k = (t.to_bits() as i64).wrapping_sub(SHIFT.to_bits() as i64);
+    let y = p * pow2(k >> 1) * pow2(k - (k >> 1));
+    let y = if x < -708.0 { 0.0 } else { y };
+    if x > 709.78 {
+        f64::INFINITY
+    } else {
+        y
+    }
+}
+
+/// e^x for x ≤ 0 (positive x count as 0): [`exp`] without its overflow side, the same bits.
+/// Here −1021 ≤ k ≤ 0, so 2^k is one normal factor and p·2^k (p ≥ 0.7) is exact and normal,
+/// as [`exp`]'s two-factor product is.
+#[inline(always)]
+pub fn exp_nonpos(x: f64) -> f64 {
+    let (t, p) = reduced(x.clamp(-708.0, 0.0));
+    let k = (t.to_bits() as i64).wrapping_sub(SHIFT.to_bits() as i64);
+    // (A NaN argument gives some k; the product stays NaN.)
+    let y = p * f64::from_bits((k.wrapping_add(1023) as u64) << 52);
+    if x < -708.0 {
+        0.0
+    } else {
+        y
+    }
+}
+
+/// The reduction of clamped x = k·ln 2 + r and the polynomial e^r: (t, e^r), with k in the
+/// low mantissa bits of t.
+#[inline(always)]
+fn reduced(xc: f64) -> (f64, f64) {
     let t = xc * LOG2E + SHIFT;
     let k = t - SHIFT;
     let r = (xc - k * LN2_HI) - k * LN2_LO;
@@ -62,17 +94,7 @@ pub fn exp(x: f64) -> f64 {
     let p811 = p89 + p1011 * r2;
     let p07 = p03 + p47 * r4;
     let p813 = p811 + p1213 * r4;
-    let p = p07 + p813 * r8;
-    // k as an integer, from the mantissa of t; 2^k in two factors so that k = 1024 (x close to
-    // the overflow threshold) is representable.
-    let k = (t.to_bits() as i64).wrapping_sub(SHIFT.to_bits() as i64);
-    let y = p * pow2(k >> 1) * pow2(k - (k >> 1));
-    let y = if x < -708.0 { 0.0 } else { y };
-    if x > 709.78 {
-        f64::INFINITY
-    } else {
-        y
-    }
+    (t, p07 + p813 * r8)
 }
 
 /// 2^k for −1022 ≤ k ≤ 1023.
@@ -135,5 +157,29 @@ mod tests {
         assert_eq!(exp(710.0), f64::INFINITY);
         assert!(exp(709.78).is_finite());
         assert!(exp(f64::NAN).is_nan());
+    }
+
+    #[test]
+    fn exp_nonpos_is_exp_bit_for_bit() {
+        let same = |x: f64| exp_nonpos(x).to_bits() == exp(x).to_bits();
+        let mut x = -710.0;
+        while x <= 0.0 {
+            assert!(same(x), "x = {x}");
+            x += 0.000_731;
+        }
+        for x in [
+            0.0,
+            -0.0,
+            -1e-300,
+            -707.9999,
+            -708.0,
+            -708.0001,
+            -1e300,
+            -f64::INFINITY,
+        ] {
+            assert!(same(x), "x = {x}");
+        }
+        assert_eq!(exp_nonpos(3.0), 1.0);
+        assert!(exp_nonpos(f64::NAN).is_nan());
     }
 }

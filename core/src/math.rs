@@ -72,6 +72,10 @@ pub trait Real:
 
     /// e^x.
     fn exp(self) -> Self;
+    /// e^x for x ≤ 0, the same bits as [`Real::exp`] there (positive x count as 0): without
+    /// the overflow side, which the Gaussians and cutoff functions never need, it is a few
+    /// instructions shorter.
+    fn exp_nonpos(self) -> Self;
     /// Natural logarithm.
     fn ln(self) -> Self;
     /// ln(1 + x), accurate near 0.
@@ -140,7 +144,7 @@ pub trait Real:
 }
 
 macro_rules! impl_real {
-    ($t:ty, $bytes:expr, $exp:path, $ln:path, $ln1p:path, $sqrt:path, $rsqrt:path, $tanh:path, $cos:path,
+    ($t:ty, $bytes:expr, $exp:path, $exp_nonpos:path, $ln:path, $ln1p:path, $sqrt:path, $rsqrt:path, $tanh:path, $cos:path,
      $sin:path, $sincos:path, $sincos_q:path, $acos:path, $pow:path, $floor:path, $abs:path) => {
         impl Real for $t {
             const ZERO: Self = 0.0;
@@ -187,6 +191,10 @@ macro_rules! impl_real {
             #[inline(always)]
             fn exp(self) -> Self {
                 $exp(self)
+            }
+            #[inline(always)]
+            fn exp_nonpos(self) -> Self {
+                $exp_nonpos(self)
             }
             #[inline(always)]
             fn ln(self) -> Self {
@@ -252,6 +260,7 @@ impl_real!(
     f64,
     8,
     crate::f64math::exp,
+    crate::f64math::exp_nonpos,
     libm::log,
     libm::log1p,
     libm::sqrt,
@@ -272,6 +281,7 @@ impl_real!(
     f32,
     4,
     crate::f32math::exp,
+    crate::f32math::exp_nonpos,
     libm::logf,
     libm::log1pf,
     arch::sqrtf,

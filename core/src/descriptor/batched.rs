@@ -594,7 +594,7 @@ fn fill_channels<T: Real, const W: usize>(
             let params = plan.eta.iter().zip(&plan.rs).take(plan.channels);
             for (c, (&eta, &r0)) in params.enumerate() {
                 let x: [T; W] = lanes!(l => r[l] - r0);
-                let ex: [T; W] = lanes!(l => (-eta * x[l] * x[l]).exp() * w);
+                let ex: [T; W] = lanes!(l => (-eta * x[l] * x[l]).exp_nonpos() * w);
                 let h = lanes!(l => f[l] * ex[l]);
                 let dh = lanes!(l => ex[l] * (df[l] - T::TWO * eta * x[l] * f[l]));
                 let base = 2 * c * cap;
@@ -756,7 +756,7 @@ impl<T: Real, const W: usize> Jk<T, W> {
             // exp(−η_c x²) = b^n_c with b = exp(−η_0 x²): one exponential and a few products.
             let r0 = plan.rs[0];
             x = lanes!(l => r[l] - r0);
-            b = lanes!(l => (-plan.eta0 * x[l] * x[l]).exp());
+            b = lanes!(l => (-plan.eta0 * x[l] * x[l]).exp_nonpos());
         }
         Jk { r, ir, f, df, x, b }
     }
@@ -772,7 +772,7 @@ impl<T: Real, const W: usize> Jk<T, W> {
         } else {
             let r0 = plan.rs.get(c).copied().unwrap_or(T::ZERO);
             let x: [T; W] = lanes!(l => self.r[l] - r0);
-            (x, lanes!(l => (-eta * x[l] * x[l]).exp()))
+            (x, lanes!(l => (-eta * x[l] * x[l]).exp_nonpos()))
         };
         let h = lanes!(l => f[l] * ex[l]);
         let dh = lanes!(l => ex[l] * (df[l] - T::TWO * eta * x[l] * f[l]));
@@ -1953,7 +1953,7 @@ pub(crate) fn radial_values<T: Real, const W: usize>(
             for (s, (&e, &r0)) in eta.iter().zip(rs).enumerate() {
                 sums.add(
                     s,
-                    lanes!(l => (-e * (r[l] - r0) * (r[l] - r0)).exp() * fw[l]),
+                    lanes!(l => (-e * (r[l] - r0) * (r[l] - r0)).exp_nonpos() * fw[l]),
                 );
             }
             k += W;
@@ -1994,7 +1994,7 @@ pub(crate) fn radial_forces<T: Real, const W: usize>(
                 let mw = ms * w;
                 coef = lanes!(l => {
                     let x = r[l] - r0;
-                    coef[l] + mw * (-e * x * x).exp() * (df[l] - T::TWO * e * x * f[l])
+                    coef[l] + mw * (-e * x * x).exp_nonpos() * (df[l] - T::TWO * e * x * f[l])
                 });
             }
             for (lane, u) in [&mut *work.gx, &mut *work.gy, &mut *work.gz]
@@ -2043,7 +2043,7 @@ fn radial_values_one<T: Real>(
             let terms = eta.iter().zip(rs).zip(sum.iter_mut().zip(comp.iter_mut()));
             for ((&e, &r0), (s, c)) in terms {
                 let x = r - r0;
-                let ex = (-e * x * x).exp();
+                let ex = (-e * x * x).exp_nonpos();
                 add(s, c, ex * fw);
                 if let Some(t) = out.next() {
                     *t = ex * (df - T::TWO * e * x * f);
@@ -2098,7 +2098,7 @@ fn radial_forces_one<'s, T: Real>(
                     let (f, df) = (f[0], df[0]);
                     for ((&e, &r0), &ms) in eta.iter().zip(rs).zip(m) {
                         let x = r - r0;
-                        let t = (-e * x * x).exp() * (df - T::TWO * e * x * f);
+                        let t = (-e * x * x).exp_nonpos() * (df - T::TWO * e * x * f);
                         coef += ms * w * t;
                     }
                 }
