@@ -76,6 +76,10 @@ trait Visit<T, const W: usize, const NC: usize> {
     /// The pairs (j, k..k + W), lanes at or beyond `end` excluded; `djk` the j→k vectors and `r2`
     /// their squared lengths (lanes at or beyond `end` set beyond the cutoff).
     fn batch(&mut self, row: &Row<T, NC>, k: usize, end: usize, djk: &[[T; W]; 3], r2: [T; W]);
+    /// Before the batches of row j.
+    fn row_start(&mut self, _row: &Row<T, NC>) {}
+    /// After the batches of row j.
+    fn row_end(&mut self, _row: &Row<T, NC>) {}
 }
 
 /// The pair walk of the narrow kinds: the rows of [`super::for_each_row`], batches of `W` k,
@@ -94,6 +98,7 @@ fn walk<T: Real, const W: usize, const NC: usize>(
     let skip_r2 = rc * rc * T::from_f64(1.0 + 1e-5);
     let d = [nb.dx, nb.dy, nb.dz];
     for_each_row(g, nb, zs, view, |row, dj, ks| {
+        v.row_start(row);
         let end = ks.end;
         for k in ks.step_by(W) {
             let dk = rows!(3, c => load::<T, W>(d[c], k, end, T::ZERO));
@@ -102,14 +107,19 @@ fn walk<T: Real, const W: usize, const NC: usize>(
             // A batch whose pairs all have r_jk ≥ r_c adds exactly zero: both passes skip it
             // on the same bits, and it takes no cache slot. With neighbours in cell-list order,
             // ~15 % of the batches on n2p2's water box.
-            let masked: [T; W] = lanes!(l => if k + l < end { r2[l] } else { skip_r2 });
-            let nearest = masked
-                .iter()
-                .fold(skip_r2, |lo, &x| if x < lo { x } else { lo });
-            if nearest < skip_r2 {
+            // (Lanes at or beyond `end`, only in a row's last batch, are set beyond the cutoff.)
+            let masked: [T; W] = if k + W <= end {
+                r2
+            } else {
+                lanes!(l => if k + l < end { r2[l] } else { skip_r2 })
+            };
+            // `|` rather than `||` or a minimum: one vector compare and mask test.
+            let near = masked.iter().fold(false, |any, &x| any | (x < skip_r2));
+            if near {
                 v.batch(row, k, end, &djk, masked);
             }
         }
+        v.row_end(row);
     });
 }
 
@@ -221,6 +231,10 @@ struct Forces<'a, 'c, 's, 'w, T, const W: usize, const NC: usize> {
     slots: SlotView<'s, T, NC>,
     cache: &'a mut PairCache<'c, T>,
     work: &'a mut WorkLanes<'w, T>,
+    /// The gradient on neighbour j of the current row, kept here between its batches (nothing
+    /// else writes j's lanes meanwhile: k ≠ j), so that the batches' sums do not wait for each
+    /// other through memory. The same additions in the same order as straight into the lanes.
+    gj_row: [T; 3],
 }
 
 impl<T: Real, const W: usize, const NC: usize> Visit<T, W, NC>
@@ -291,18 +305,37 @@ impl<T: Real, const W: usize, const NC: usize> Visit<T, W, NC>
         let gk: [[T; W]; 3] = rows!(3, x => lanes!(l => a_ik[l] * uk[x][l] + a_jk[l] * ujk[x][l]
             + ck[l] * (row.u[x] - cos[l] * uk[x][l])));
         let work = &mut *self.work;
-        for (lane, (gjx, gkx)) in [&mut *work.gx, &mut *work.gy, &mut *work.gz]
+        for ((lane, acc), (gjx, gkx)) in [&mut *work.gx, &mut *work.gy, &mut *work.gz]
             .into_iter()
+            .zip(self.gj_row.iter_mut())
             .zip(gj.iter().zip(gk))
         {
-            if let Some(x) = lane.get_mut(row.j) {
-                let mut t = T::ZERO;
-                for &v in gjx {
-                    t += v;
-                }
-                *x += t;
+            let mut t = T::ZERO;
+            for &v in gjx {
+                t += v;
             }
+            *acc += t;
             super::add_lanes(lane, k, end, gkx);
+        }
+    }
+
+    #[inline(always)]
+    fn row_start(&mut self, row: &Row<T, NC>) {
+        let w = &*self.work;
+        let at = |s: &[T]| s.get(row.j).copied().unwrap_or(T::ZERO);
+        self.gj_row = [at(w.gx), at(w.gy), at(w.gz)];
+    }
+
+    #[inline(always)]
+    fn row_end(&mut self, row: &Row<T, NC>) {
+        let w = &mut *self.work;
+        for (lane, &v) in [&mut *w.gx, &mut *w.gy, &mut *w.gz]
+            .into_iter()
+            .zip(&self.gj_row)
+        {
+            if let Some(x) = lane.get_mut(row.j) {
+                *x = v;
+            }
         }
     }
 }
@@ -342,6 +375,7 @@ pub(super) fn forces<T: Real, const W: usize, const NC: usize>(
         slots: view,
         cache,
         work,
+        gj_row: [T::ZERO; 3],
     };
     walk::<T, W, NC>(g, nb, zs, &view, &mut v);
 }
