@@ -183,28 +183,33 @@ impl<T: Real> Cutoff<T> {
 /// 1/tanh(1)³ = ((e² + 1)/(e² − 1))³, the normalisation n2p2 uses.
 const INV_TANH1_CUBED: f64 = 2.263_753_795_225_351;
 
-/// tanh(u) for 0 ≤ u ≤ 1 without branches: (1 − e^(−2u))/(1 + e^(−2u)), and for small u (where
-/// 1 − e^(−2u) cancels) the odd Taylor series through u¹³, whose first omitted term is below
-/// 1e−20 relative for u < 0.03 and 1e−10 for u < 0.3; the f32 switch point is the later one.
+/// tanh(u) for 0 ≤ u ≤ 1 without branches or exponentials: a convergent of Lambert's continued
+/// fraction tanh u = u/(1 + u²/(3 + u²/(5 + …))), u·N(u²)/D(u²), evaluated as
+/// u + u³·E(u²)/D(u²) with E = (N − D)/u² so that the rounding errors of the rational part
+/// shrink with it (exact rational coefficients, rounded to `T`). Truncated after the 8th level
+/// in f64 (D of degree 4: below 3e−17 relative on [0, 1]) and the 5th in f32 (degree 3: below
+/// 5e−10). Within 1.3 ulp of the correctly rounded tanh (checked against 40-digit values when
+/// written; `tanh_unit_error` below checks 2 ulp against libm's); one division
+/// where 1 − e^(−2u) over 1 + e^(−2u) took an exponential, a division, and a series near 0.
 #[inline(always)]
 fn tanh_unit<T: Real>(u: T) -> T {
     let c = T::from_f64;
-    let e = (-(u + u)).exp_nonpos();
-    let wide = (T::ONE - e) / (T::ONE + e);
-    let u2 = u * u;
-    let series = u
-        * (T::ONE
-            + u2 * (c(-1.0 / 3.0)
-                + u2 * (c(2.0 / 15.0)
-                    + u2 * (c(-17.0 / 315.0)
-                        + u2 * (c(62.0 / 2835.0)
-                            + u2 * (c(-1382.0 / 155_925.0) + u2 * c(21_844.0 / 6_081_075.0)))))));
-    let switch = c(if T::BYTES < 8 { 0.3 } else { 0.03 });
-    if u < switch {
-        series
+    let s = u * u;
+    let (e, d) = if T::BYTES < 8 {
+        (
+            c(-1.0 / 3.0) + s * (c(-1.0 / 55.0) + s * c(-1.0 / 10_395.0)),
+            T::ONE + s * (c(5.0 / 11.0) + s * (c(2.0 / 99.0) + s * c(1.0 / 10_395.0))),
+        )
     } else {
-        wide
-    }
+        (
+            c(-1.0 / 3.0)
+                + s * (c(-2.0 / 85.0) + s * (c(-2.0 / 5_355.0) + s * c(-4.0 / 3_132_675.0))),
+            T::ONE
+                + s * (c(8.0 / 17.0)
+                    + s * (c(7.0 / 255.0) + s * (c(4.0 / 9_945.0) + s * c(1.0 / 765_765.0)))),
+        )
+    };
+    u + u * s * e / d
 }
 
 /// tanh³(u) with u = 1 − r/rc, and its derivative in r.
@@ -273,6 +278,24 @@ pub fn shaped_xy<T: Real>(kind: CutoffKind, x: T, y: T) -> (T, T) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tanh_unit_error() {
+        let ulps64 = |a: f64, b: f64| (a - b).abs() / (f64::from_bits(b.to_bits() + 1) - b);
+        let ulps32 = |a: f32, b: f32| (a - b).abs() / (f32::from_bits(b.to_bits() + 1) - b);
+        let (mut w64, mut w32) = (0.0f64, 0.0f32);
+        for i in 1..=200_000 {
+            let u = f64::from(i) / 200_000.0;
+            w64 = w64.max(ulps64(tanh_unit(u), libm::tanh(u)));
+            let u = u as f32;
+            w32 = w32.max(ulps32(tanh_unit(u), libm::tanhf(u)));
+        }
+        // Against libm, itself within 1 ulp of the correctly rounded value.
+        assert!(w64 <= 2.0, "f64: {w64} ulp");
+        assert!(w32 <= 2.0, "f32: {w32} ulp");
+        assert_eq!(tanh_unit(0.0f64), 0.0);
+        assert_eq!(tanh_unit(0.0f32), 0.0);
+    }
 
     #[test]
     fn inv_tanh1_cubed_constant() {
