@@ -11,7 +11,7 @@
 //! registers.
 
 use super::{
-    for_each_row, live, load, load_raw, powu, squared_norms, Jk, LaneSums, PairCache, Plan, Row,
+    for_each_row, live, load_raw, powu, squared_norms, Jk, LaneSums, PairCache, Plan, Row,
     SlotView, MAX_CHANNELS, MAX_FUNCTIONS,
 };
 use crate::descriptor::Group;
@@ -75,6 +75,11 @@ impl<T: Real> Functions<T> {
 trait Visit<T, const W: usize, const NC: usize> {
     /// The pairs (j, k..k + W), lanes at or beyond `end` excluded; `djk` the j→k vectors and `r2`
     /// their squared lengths (lanes at or beyond `end` set beyond the cutoff).
+    ///
+    /// The neighbour-k data of a batch is loaded without a mask: lanes at or beyond `end` read
+    /// the next block's (or unused, zeroed or earlier-written, always finite) slots, and every
+    /// term they enter is multiplied by their h_jk or h′_jk, which are exactly 0 there; their
+    /// gradients on k are not stored.
     fn batch(&mut self, row: &Row<T, NC>, k: usize, end: usize, djk: &[[T; W]; 3], r2: [T; W]);
     /// Before the batches of row j.
     fn row_start(&mut self, _row: &Row<T, NC>) {}
@@ -101,7 +106,7 @@ fn walk<T: Real, const W: usize, const NC: usize>(
         v.row_start(row);
         let end = ks.end;
         for k in ks.step_by(W) {
-            let dk = rows!(3, c => load::<T, W>(d[c], k, end, T::ZERO));
+            let dk = rows!(3, c => load_raw::<T, W>(d[c], k));
             let djk = rows!(3, c => lanes!(l => dk[c][l] - dj[c]));
             let r2 = squared_norms(&djk);
             // A batch whose pairs all have r_jk ≥ r_c adds exactly zero: both passes skip it
@@ -163,7 +168,7 @@ struct Values<'a, 'c, 's, T, const W: usize, const NC: usize> {
 
 impl<T: Real, const W: usize, const NC: usize> Visit<T, W, NC> for Values<'_, '_, '_, T, W, NC> {
     #[inline(always)]
-    fn batch(&mut self, row: &Row<T, NC>, k: usize, end: usize, _djk: &[[T; W]; 3], r2: [T; W]) {
+    fn batch(&mut self, row: &Row<T, NC>, k: usize, _end: usize, _djk: &[[T; W]; 3], r2: [T; W]) {
         let (g, plan) = (self.g, self.plan);
         let size = W * (1 + 2 * NC);
         let at_c = self.cache.cursor;
@@ -182,7 +187,7 @@ impl<T: Real, const W: usize, const NC: usize> Visit<T, W, NC> for Values<'_, '_
             let (hjk, dhjk) = jk.channel(plan, c);
             put(rec, 1 + 2 * c, hjk);
             put(rec, 2 + 2 * c, dhjk);
-            let hk = load::<T, W>(self.slots.h[c], k, end, T::ZERO);
+            let hk = load_raw::<T, W>(self.slots.h[c], k);
             let hh = lanes!(l => row.h[c] * hk[l] * hjk[l]);
             for i in self.fns.of(c) {
                 let s = usize::from(self.fns.s.get(i).copied().unwrap_or(0));
@@ -287,8 +292,8 @@ impl<T: Real, const W: usize, const NC: usize> Visit<T, W, NC>
                 qp = lanes!(l => qp[l] + if raw[l] > T::ZERO { scale * pm1[l] } else { T::ZERO });
             }
             let (hj, dhj) = (row.h[c], row.dh[c]);
-            let hk = load::<T, W>(self.slots.h[c], k, end, T::ZERO);
-            let dhk = load::<T, W>(self.slots.dh[c], k, end, T::ZERO);
+            let hk = load_raw::<T, W>(self.slots.h[c], k);
+            let dhk = load_raw::<T, W>(self.slots.dh[c], k);
             a[0] = lanes!(l => a[0][l] + q[l] * dhj * hk[l] * hjk[l]);
             a[1] = lanes!(l => a[1][l] + q[l] * hj * dhk[l] * hjk[l]);
             a[2] = lanes!(l => a[2][l] + q[l] * hj * hk[l] * dhjk[l]);
