@@ -2315,6 +2315,30 @@ mod tests {
         }
     }
 
+    /// `powu` against plain binary exponentiation from 1 (the products in the same order):
+    /// the same bits for every exponent up to 64.
+    #[test]
+    fn powu_is_binary_exponentiation() {
+        fn plain(b: f64, mut n: u32) -> f64 {
+            let (mut acc, mut b) = (1.0, b);
+            while n > 0 {
+                if n & 1 == 1 {
+                    acc *= b;
+                }
+                n >>= 1;
+                b *= b;
+            }
+            acc
+        }
+        let bases = [0.0, 1e-3, 0.37, 0.999_999_9, 1.0, 1.3, 1.999, 2.0];
+        for n in 0..=64 {
+            let got = powu::<f64, 8>(bases, n);
+            for (&b, g) in bases.iter().zip(got) {
+                assert_eq!(g.to_bits(), plain(b, n).to_bits(), "{b}^{n}");
+            }
+        }
+    }
+
     macro_rules! twins {
         ($($name:ident: $t:ty, $w:expr, $tv:expr, $tg:expr;)*) => {
             $(
