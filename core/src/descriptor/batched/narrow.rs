@@ -1,10 +1,12 @@
-//! The narrow angular kinds (n2p2 types 3 and 13) on hosts (`W` > 1 lanes): the same pairs, in
-//! the same order and with the same arithmetic as [`super::for_each_batch`] and the kernels
-//! built on it, so the results are the same bits, but organised for registers.
+//! The narrow angular kinds (n2p2 types 3 and 13) on hosts (`W` > 1 lanes): the pairs of
+//! [`super::for_each_row`] in batches of `W`, their r_jk factors ([`super::Jk`]) stored in the
+//! pair cache by the value pass and read back by the force pass, the same sums as the one-lane
+//! kernels and the plain reference twins (tested against both by the twin tests of
+//! [`super`]).
 //!
-//! The generic walk builds a whole batch (u_k, 1/r_k, h_k, h′_k, h_jk, h′_jk for every channel)
-//! before its visitor runs: with four channels that is ~50 vector registers' worth of live
-//! data, most of which the compiler spills to the stack and reloads (callgrind on the water
+//! They are organised for registers. A generic walk that builds a whole batch (u_k, 1/r_k, h_k,
+//! h′_k, h_jk, h′_jk for every channel) before its visitor runs holds ~50 vectors with four
+//! channels, most of which the compiler spills to the stack and reloads (callgrind on the water
 //! model: ~1 500 instructions per batch of 8 pairs in the force pass, a quarter of them stack
 //! moves). Here each pass loads what it needs where it needs it, one channel at a time, with
 //! the group's functions visited channel by channel so that a channel's weights stay in
