@@ -742,7 +742,7 @@ impl<'w, T: Real> CellList<'w, T> {
     /// the c index fastest), within a bin species after species, within those atom index
     /// order. Consecutive atoms are spatial neighbours, so their searches read the same part
     /// of the cell list, and the atoms of one bin share one gathered candidate list
-    /// ([`Candidates`]). [`crate::Model::compute`] and the chunks of [`crate::chunk`] visit
+    /// (see [`CANDIDATES_PER_SLOT`]). [`crate::Model::compute`] and the chunks of [`crate::chunk`] visit
     /// atoms in this order.
     pub fn visit(&self, range: core::ops::Range<usize>) -> Visit<'_, 'w, T> {
         let bins = self.bins();
@@ -1361,7 +1361,7 @@ impl<T> Iterator for Visit<'_, '_, T> {
     }
 }
 
-/// Candidate slots per neighbour slot of the [`Candidates`] storage that
+/// Candidate slots per neighbour slot of the storage for the candidate lists of a bin that
 /// [`crate::WorkspaceSize::per_thread`] provides: the candidates of a bin (bins about rc/2
 /// wide) are about 5× an atom's neighbours, and the neighbour capacity has its own margin.
 pub const CANDIDATES_PER_SLOT: usize = 4;

@@ -65,7 +65,7 @@ enum Command {
     Train {
         /// The configuration.
         config: PathBuf,
-        /// Run directory (default: output.dir of the configuration, else runs/<config name>).
+        /// Run directory (default: output.dir of the configuration, else `runs/<config name>`).
         #[arg(short, long)]
         output: Option<PathBuf>,
         /// Continue from the run directory's checkpoint.json.

@@ -67,7 +67,7 @@ const fn instantiated(channels: usize) -> usize {
     }
 }
 
-/// Reals of a [`PairCache`] that holds every neighbour pair of `neighbors` slots (with the
+/// Reals of a pair cache (the per-atom store of r_jk factors) that holds every neighbour pair of `neighbors` slots (with the
 /// padding of partly filled batches, for up to two rows per slot) for a model with
 /// `max_channels` channels: 1 + 2·NC reals per pair; on 1-lane targets also the radial records,
 /// at most `max_features` reals per slot (wide groups on the moment path take 10 reals per

@@ -951,7 +951,7 @@ fn vertical_text(
     Ok(())
 }
 
-/// Letters drawn [`DESCENT`] rows below the others.
+/// Letters drawn two rows (`DESCENT`) below the others.
 pub const DESCENDERS: &str = "gpqy";
 /// Rows the [`DESCENDERS`] are lowered by.
 const DESCENT: i32 = 2;
