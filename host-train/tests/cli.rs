@@ -1,6 +1,9 @@
 //! The `mlff` command end to end: build a model, inspect it, compute energies; bad inputs fail
 //! with a message naming the file and leave nothing behind.
 
+mod common;
+use common::Scratch;
+
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -12,11 +15,8 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("mlff-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn tmpdir(name: &str) -> Scratch {
+    Scratch::new("cli", name)
 }
 
 #[test]

@@ -7,7 +7,6 @@
 //! `MLFF_REQUIRE_REFDATA=1`.
 
 use std::io::{BufReader, Read};
-use std::path::PathBuf;
 
 use mlff_train::extxyz::{
     parse_extxyz, read_extxyz, write_extxyz, write_frame, Column, ColumnData, ExtxyzReader, Frame,
@@ -16,12 +15,10 @@ use mlff_train::extxyz::{
 
 mod common;
 use common::refdata;
+use common::Scratch;
 
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("mlff-extxyz-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn tmpdir(name: &str) -> Scratch {
+    Scratch::new("extxyz", name)
 }
 
 fn info<'a>(f: &'a Frame, key: &str) -> &'a InfoValue {

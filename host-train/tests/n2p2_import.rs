@@ -3,6 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
+mod common;
+use common::Scratch;
+
 use mlff_train::n2p2::{import, parse_input_nn_full, Units};
 use mlff_train::spec::KindSpec;
 use mlff_train::writer::{write_blob, Precision};
@@ -132,11 +135,9 @@ fn refdata() -> Option<PathBuf> {
 }
 
 /// A copy of the Cu2S model in a fresh temporary directory.
-fn copy_model(name: &str) -> Option<PathBuf> {
+fn copy_model(name: &str) -> Option<Scratch> {
     let src = refdata()?.join("n2p2/Cu2S_PBE");
-    let dst = std::env::temp_dir().join(format!("mlff-import-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dst);
-    std::fs::create_dir_all(&dst).unwrap();
+    let dst = Scratch::new("import", name);
     for f in [
         "input.nn",
         "scaling.data",

@@ -21,13 +21,11 @@ use mlff_train::train::data::{
 use mlff_train::writer::{write_blob, Precision};
 
 mod common;
+use common::Scratch;
 use common::{refdata, workspace_root};
 
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("mlff-trainconfig-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn tmpdir(name: &str) -> Scratch {
+    Scratch::new("trainconfig", name)
 }
 
 fn example(name: &str) -> PathBuf {

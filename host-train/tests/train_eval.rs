@@ -2,6 +2,9 @@
 //! against independent predictions, PNG plots (signature, size, atomic writes) and the JSON
 //! shape `mlff eval --json` and `metrics.json` promise.
 
+mod common;
+use common::Scratch;
+
 use std::path::{Path, PathBuf};
 
 use mlff_train::predict::Predictor;
@@ -17,11 +20,8 @@ fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("mlff-traineval-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn tmpdir(name: &str) -> Scratch {
+    Scratch::new("traineval", name)
 }
 
 fn close(a: Option<f64>, b: f64) -> bool {

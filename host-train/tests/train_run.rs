@@ -2,6 +2,9 @@
 //! uninterrupted run, the exported blob agreeing with the trainer, and bad configs refused
 //! before anything is written.
 
+mod common;
+use common::Scratch;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -13,11 +16,8 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("mlff-train-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn tmpdir(name: &str) -> Scratch {
+    Scratch::new("train", name)
 }
 
 fn config(dir: &Path, name: &str, epochs: usize, extra: &str) -> PathBuf {

@@ -70,3 +70,38 @@ pub fn refdata(rel: &str) -> Option<PathBuf> {
     eprintln!("{msg}; skipping");
     None
 }
+
+/// A fresh scratch directory under the system's temporary directory, named after the test
+/// (`mlff-{prefix}-{name}-{pid}`), removed when the test passes and kept when it fails (its
+/// files are then what to look at).
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    pub fn new(prefix: &str, name: &str) -> Scratch {
+        let d = std::env::temp_dir().join(format!("mlff-{prefix}-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Scratch(d)
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
