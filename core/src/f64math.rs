@@ -44,8 +44,7 @@ pub fn exp(x: f64) -> f64 {
 pub fn exp_nonpos(x: f64) -> f64 {
     let (t, p) = reduced(x.clamp(-708.0, 0.0));
     let k = (t.to_bits() as i64).wrapping_sub(SHIFT.to_bits() as i64);
-    // (A NaN argument gives some k; the product stays NaN.)
-    let y = p * f64::from_bits((k.wrapping_add(1023) as u64) << 52);
+    let y = p * pow2(k);
     if x < -708.0 {
         0.0
     } else {
@@ -97,10 +96,11 @@ fn reduced(xc: f64) -> (f64, f64) {
     (t, p07 + p813 * r8)
 }
 
-/// 2^k for −1022 ≤ k ≤ 1023.
+/// 2^k for −1022 ≤ k ≤ 1023 (`exp` passes −511 ≤ k ≤ 512 after its range clamp, `exp_nonpos`
+/// −1021 ≤ k ≤ 0; other k, from a NaN argument, give some factor of the NaN polynomial).
 #[inline(always)]
 fn pow2(k: i64) -> f64 {
-    f64::from_bits(((k + 1023).clamp(1, 2046) as u64) << 52)
+    f64::from_bits((k.wrapping_add(1023) as u64) << 52)
 }
 
 /// 1/√x for positive normal x: a bit-level seed (relative error below 3.5 %), then four Newton

@@ -67,12 +67,12 @@ const fn instantiated(channels: usize) -> usize {
     }
 }
 
-/// Reals of a pair cache (the per-atom store of r_jk factors) that holds every neighbour pair of `neighbors` slots (with the
-/// padding of partly filled batches, for up to two rows per slot) for a model with
-/// `max_channels` channels: 1 + 2·NC reals per pair; on 1-lane targets also the radial records,
-/// at most `max_features` reals per slot (wide groups on the moment path take 10 reals per
-/// channel instead of their pairs). Pairs beyond the cache are recomputed in the force pass, so a
-/// smaller cache is correct, only slower.
+/// Reals of a pair cache (the per-atom store of r_jk factors) that holds every neighbour pair
+/// of `neighbors` slots (with the padding of partly filled batches, for up to two rows per
+/// slot) for a model with `max_channels` channels: 1 + 2·NC reals per pair; on 1-lane targets
+/// also the radial records, at most `max_features` reals per slot (wide groups on the moment
+/// path take 10 reals per channel instead of their pairs). Pairs beyond the cache are
+/// recomputed in the force pass, so a smaller cache is correct, only slower.
 pub const fn pair_cache_reals(neighbors: usize, max_channels: usize, max_features: usize) -> usize {
     // 1-lane targets: radial records, and a pair count per group.
     let radial = if LANES == 1 {
