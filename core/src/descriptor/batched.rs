@@ -667,6 +667,39 @@ impl<'c, T: Real> PairCache<'c, T> {
     pub fn memo(&self) -> ChannelMemo<T> {
         self.memo
     }
+
+    /// The pass's next record of `size` reals; the cursor moves past it either way, so both
+    /// passes count records alike.
+    #[inline(always)]
+    fn next(&mut self, size: usize) -> Record<'_, T> {
+        let at = self.cursor;
+        self.cursor = at + size;
+        if self.fill {
+            match self.buf.get_mut(at..at + size) {
+                Some(s) => {
+                    self.filled = at + size;
+                    Record::Fill(s)
+                }
+                None => Record::Missing,
+            }
+        } else if at + size <= self.filled {
+            self.buf
+                .get(at..at + size)
+                .map_or(Record::Missing, Record::Stored)
+        } else {
+            Record::Missing
+        }
+    }
+}
+
+/// A record of the [`PairCache`] as [`PairCache::next`] hands it out.
+enum Record<'b, T> {
+    /// Force pass: what the value pass stored.
+    Stored(&'b [T]),
+    /// Value pass: room for the record, counted as stored (fill all of it).
+    Fill(&'b mut [T]),
+    /// Beyond the cache: the value pass stores nothing, the force pass recomputes.
+    Missing,
 }
 
 /// The central-atom side of a pair row: neighbour j.
@@ -990,10 +1023,8 @@ fn for_each_pair<'s, T: Real, const W: usize, const NC: usize>(
                     };
                     if narrow {
                         let djk = [[dx[i] - dj[0]; W], [dy[i] - dj[1]; W], [dz[i] - dj[2]; W]];
-                        let at_c = cache.cursor;
-                        cache.cursor = at_c + size;
-                        let ir = match cache.buf.get(at_c..at_c + size) {
-                            Some(s) if !cache.fill && at_c + size <= cache.filled => {
+                        let ir = match cache.next(size) {
+                            Record::Stored(s) => {
                                 let out = batch.hjk.iter_mut().zip(batch.dhjk.iter_mut());
                                 for (c, (x, y)) in out.enumerate().take(nc) {
                                     *x = [at(s, 1 + 2 * c); W];
@@ -1001,21 +1032,18 @@ fn for_each_pair<'s, T: Real, const W: usize, const NC: usize>(
                                 }
                                 [at(s, 0); W]
                             }
-                            _ => {
+                            rec => {
                                 let (ir, hjk, dhjk) = jk_factors::<T, W, NC>(g, plan, &djk);
                                 (batch.hjk, batch.dhjk) = (hjk, dhjk);
-                                if cache.fill {
-                                    if let Some(s) = cache.buf.get_mut(at_c..at_c + size) {
-                                        let mut o = s.iter_mut();
-                                        if let Some(x) = o.next() {
-                                            *x = ir[0];
+                                if let Record::Fill(s) = rec {
+                                    let mut o = s.iter_mut();
+                                    if let Some(x) = o.next() {
+                                        *x = ir[0];
+                                    }
+                                    for (h, dh) in hjk.iter().zip(&dhjk).take(nc) {
+                                        if let (Some(x), Some(y)) = (o.next(), o.next()) {
+                                            (*x, *y) = (h[0], dh[0]);
                                         }
-                                        for (h, dh) in hjk.iter().zip(&dhjk).take(nc) {
-                                            if let (Some(x), Some(y)) = (o.next(), o.next()) {
-                                                (*x, *y) = (h[0], dh[0]);
-                                            }
-                                        }
-                                        cache.filled = at_c + size;
                                     }
                                 }
                                 ir
@@ -1232,15 +1260,11 @@ impl<T: Real> Moments<T> {
         c: usize,
         cache: &mut PairCache<'_, T>,
     ) -> (Self, Self) {
-        let (at, end) = (cache.cursor, cache.cursor + MOMENT_REALS);
-        cache.cursor = end;
-        if !cache.fill && end <= cache.filled {
-            let stored = cache.buf.get(at..end);
-            if let Some(&[s, x, y, z, q, s2, x2, y2, z2, q2]) = stored {
-                let a = Moments { s, v: [x, y, z], q };
-                let (s, v, q) = (s2, [x2, y2, z2], q2);
-                return (a, Moments { s, v, q });
-            }
+        let rec = cache.next(MOMENT_REALS);
+        if let Record::Stored(&[s, x, y, z, q, s2, x2, y2, z2, q2]) = rec {
+            let a = Moments { s, v: [x, y, z], q };
+            let (s, v, q) = (s2, [x2, y2, z2], q2);
+            return (a, Moments { s, v, q });
         }
         let cap = nb.r.len();
         let a = Self::of(slots, cap, c, &nb.range(g.e1));
@@ -1249,13 +1273,10 @@ impl<T: Real> Moments<T> {
         } else {
             Self::of(slots, cap, c, &nb.range(g.e2))
         };
-        if cache.fill {
-            if let Some(x) = cache.buf.get_mut(at..end) {
-                let [ax, ay, az] = a.v;
-                let [bx, by, bz] = b.v;
-                x.copy_from_slice(&[a.s, ax, ay, az, a.q, b.s, bx, by, bz, b.q]);
-                cache.filled = end;
-            }
+        if let Record::Fill(x) = rec {
+            let [ax, ay, az] = a.v;
+            let [bx, by, bz] = b.v;
+            x.copy_from_slice(&[a.s, ax, ay, az, a.q, b.s, bx, by, bz, b.q]);
         }
         (a, b)
     }
@@ -2030,13 +2051,8 @@ fn radial_values_one<T: Real>(
             let (f, df) = g.cutoff.eval_lanes([r]);
             let (f, df) = (f[0], df[0]);
             let fw = f * w;
-            let at_c = cache.cursor;
-            cache.cursor = at_c + size;
-            let record = match cache.buf.get_mut(at_c..at_c + size) {
-                Some(s) if cache.fill => {
-                    cache.filled = at_c + size;
-                    s
-                }
+            let record = match cache.next(size) {
+                Record::Fill(s) => s,
                 _ => &mut [],
             };
             let mut out = record.iter_mut();
@@ -2083,12 +2099,9 @@ fn radial_forces_one<'s, T: Real>(
         let geo = r.iter().zip(ux).zip(uy).zip(uz);
         let out = gx.iter_mut().zip(gy.iter_mut()).zip(gz.iter_mut());
         for ((((&r, &ux), &uy), &uz), ((gx, gy), gz)) in geo.zip(out) {
-            let at_c = cache.cursor;
-            cache.cursor = at_c + size;
-            let stored = !cache.fill && at_c + size <= cache.filled;
             let mut coef = T::ZERO;
-            match cache.buf.get(at_c..at_c + size) {
-                Some(record) if stored => {
+            match cache.next(size) {
+                Record::Stored(record) => {
                     for (&t, &ms) in record.iter().zip(m) {
                         coef += ms * w * t;
                     }

@@ -13,7 +13,7 @@
 //! registers.
 
 use super::{
-    for_each_row, live, load_raw, powu, squared_norms, Jk, LaneSums, PairCache, Plan, Row,
+    for_each_row, live, load_raw, powu, squared_norms, Jk, LaneSums, PairCache, Plan, Record, Row,
     SlotView, MAX_CHANNELS, MAX_FUNCTIONS,
 };
 use crate::descriptor::Group;
@@ -172,15 +172,9 @@ impl<T: Real, const W: usize, const NC: usize> Visit<T, W, NC> for Values<'_, '_
     #[inline(always)]
     fn batch(&mut self, row: &Row<T, NC>, k: usize, _end: usize, _djk: &[[T; W]; 3], r2: [T; W]) {
         let (g, plan) = (self.g, self.plan);
-        let size = W * (1 + 2 * NC);
-        let at_c = self.cache.cursor;
-        self.cache.cursor = at_c + size;
-        let rec = match self.cache.buf.get_mut(at_c..at_c + size) {
-            Some(s) => {
-                self.cache.filled = at_c + size;
-                s
-            }
-            None => &mut [],
+        let rec = match self.cache.next(W * (1 + 2 * NC)) {
+            Record::Fill(s) => s,
+            _ => &mut [],
         };
         let jk = Jk::<T, W>::new(g, plan, r2);
         put(rec, 0, jk.ir);
@@ -250,11 +244,8 @@ impl<T: Real, const W: usize, const NC: usize> Visit<T, W, NC>
     #[inline(always)]
     fn batch(&mut self, row: &Row<T, NC>, k: usize, end: usize, djk: &[[T; W]; 3], r2: [T; W]) {
         let (g, plan) = (self.g, self.plan);
-        let size = W * (1 + 2 * NC);
-        let at_c = self.cache.cursor;
-        self.cache.cursor = at_c + size;
-        let stored = match self.cache.buf.get(at_c..at_c + size) {
-            Some(s) if at_c + size <= self.cache.filled => Some(s),
+        let stored = match self.cache.next(W * (1 + 2 * NC)) {
+            Record::Stored(s) => Some(s),
             _ => None,
         };
         // Pairs beyond the cache: their factors recomputed as the value pass computed them.
