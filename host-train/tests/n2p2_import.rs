@@ -1,10 +1,10 @@
 //! The n2p2 importer on synthetic and damaged inputs: every supported symmetry-function type
 //! parses and loads; each kind of damage is an error naming file, line and field.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 mod common;
-use common::Scratch;
+use common::{refdata, Scratch};
 
 use mlff_train::n2p2::{import, parse_input_nn_full, Units};
 use mlff_train::spec::KindSpec;
@@ -119,24 +119,9 @@ fn bad_input_nn_names_line_and_field() {
     );
 }
 
-fn refdata() -> Option<PathBuf> {
-    let dir = std::env::var("MLFF_REFDATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"));
-    if dir.join("n2p2").is_dir() {
-        return Some(dir);
-    }
-    assert!(
-        std::env::var("MLFF_REQUIRE_REFDATA").as_deref() != Ok("1"),
-        "no reference data at {}",
-        dir.display()
-    );
-    None
-}
-
 /// A copy of the Cu2S model in a fresh temporary directory.
 fn copy_model(name: &str) -> Option<Scratch> {
-    let src = refdata()?.join("n2p2/Cu2S_PBE");
+    let src = refdata("n2p2/Cu2S_PBE/input.nn")?.parent()?.to_path_buf();
     let dst = Scratch::new("import", name);
     for f in [
         "input.nn",
