@@ -263,7 +263,7 @@ impl_real!(
     crate::f64math::exp_nonpos,
     libm::log,
     libm::log1p,
-    libm::sqrt,
+    arch::sqrt,
     crate::f64math::recip_sqrt,
     libm::tanh,
     libm::cos,
@@ -299,12 +299,42 @@ impl_real!(
 
 /// Per-target pieces of the facade (`unsafe` allowed here, as in `bytes`).
 ///
-/// `sqrtf`: the FPU's square-root instruction where the target has one, `libm::sqrtf` (a
+/// `sqrt`, `sqrtf`: the FPU's square-root instruction where the target has one, libm's (a
 /// software loop) elsewhere. IEEE 754 requires a correctly rounded square root and libm's is
 /// correctly rounded too, so both give the same bits for every input (NaN payloads aside):
 /// host and firmware still agree bit for bit. The firmware demo's on-target test checks it.
 #[allow(unsafe_code)]
 mod arch {
+    /// √x on x86-64 through the SSE2 packed intrinsic on one lane. libm's `sqrt` there is an
+    /// `asm!` block (`sqrtsd`), which LLVM cannot see into, so loops of square roots stayed
+    /// scalar; the intrinsic is LLVM's own square root, which it vectorises (`vsqrtpd`, e.g.
+    /// in the neighbour search's distance loop). Same instruction, same bits.
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    #[inline(always)]
+    pub fn sqrt(x: f64) -> f64 {
+        use core::arch::x86_64::{_mm_cvtsd_f64, _mm_set_sd, _mm_sqrt_pd};
+        // SAFETY: SSE2 instructions on a target that has them (the `cfg` above); registers
+        // only.
+        unsafe { _mm_cvtsd_f64(_mm_sqrt_pd(_mm_set_sd(x))) }
+    }
+
+    /// √x by libm elsewhere (its own hardware instruction where it has one).
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+    #[inline(always)]
+    pub fn sqrt(x: f64) -> f64 {
+        libm::sqrt(x)
+    }
+
+    /// √x on x86-64, as [`sqrt`].
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    #[inline(always)]
+    pub fn sqrtf(x: f32) -> f32 {
+        use core::arch::x86_64::{_mm_cvtss_f32, _mm_set_ss, _mm_sqrt_ps};
+        // SAFETY: SSE instructions on a target that has them (SSE2 implies SSE); registers
+        // only.
+        unsafe { _mm_cvtss_f32(_mm_sqrt_ps(_mm_set_ss(x))) }
+    }
+
     /// √x by `vsqrt.f32` on ARM with the hard-float ABI (which implies a VFP unit).
     #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
     #[inline(always)]
@@ -351,7 +381,8 @@ mod arch {
     /// √x in software (libm) where there is no FPU square root.
     #[cfg(not(any(
         all(target_arch = "arm", target_abi = "eabihf"),
-        all(any(target_arch = "riscv32", target_arch = "riscv64"), mlff_riscv_f)
+        all(any(target_arch = "riscv32", target_arch = "riscv64"), mlff_riscv_f),
+        all(target_arch = "x86_64", target_feature = "sse2")
     )))]
     #[inline(always)]
     pub fn sqrtf(x: f32) -> f32 {
@@ -382,7 +413,7 @@ mod tests {
     }
 
     /// The square root of the facade (hardware on targets with an FPU, see `arch`) gives the
-    /// bits of libm's correctly rounded one; on the host this is libm itself, the firmware
+    /// bits of libm's correctly rounded one; on the host this is SSE2's, the firmware
     /// demo's on-target test (firmware-demo/tests/on_target.rs) runs the same check on the FPUs.
     #[test]
     fn sqrt_matches_libm_bits() {
@@ -392,6 +423,18 @@ mod tests {
         {
             let x = f32::from_bits(bits);
             let (got, want) = (Real::sqrt(x), libm::sqrtf(x));
+            assert!(
+                got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                "{x:e}"
+            );
+        }
+        // f64: the same sweep over the top 32 bits, with low bits that are not all zero.
+        for hi in (0..=u32::MAX)
+            .step_by(4099)
+            .chain([0x8000_0000, 0x7ff0_0000, 0, 0x7fef_ffff])
+        {
+            let x = f64::from_bits(u64::from(hi) << 32 | u64::from(hi.wrapping_mul(2_654_435_761)));
+            let (got, want) = (Real::sqrt(x), libm::sqrt(x));
             assert!(
                 got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
                 "{x:e}"

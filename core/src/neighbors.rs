@@ -903,39 +903,36 @@ impl<'w, T: Real> CellList<'w, T> {
         let mut len = 0usize;
         let mut start = [0usize; MAX_SPECIES + 1];
         let mut from = 0usize;
+        // The scan records only which candidates are kept (their positions in `cand`, in the
+        // staging lane `tmp_index`, unused on this path), a block of eight at a time; the
+        // kept ones' displacements, distances and atom indices are then filled in one pass.
+        // About three candidates in four are dropped.
+        let picks = &mut *set.tmp_index;
         for (e, first) in start.iter_mut().enumerate().skip(1) {
             let to = cand.start.get(e).copied().unwrap_or(from).max(from);
             let span = from..to;
+            let base = from as u32;
             from = to;
             let xs = cand.x.get(span.clone()).unwrap_or(&[]);
             let ys = cand.y.get(span.clone()).unwrap_or(&[]);
             let zs = cand.z.get(span.clone()).unwrap_or(&[]);
             let js = cand.j.get(span).unwrap_or(&[]);
-            // Blocks of `SCAN_BLOCK` candidates: displacements and squared distances as lane
-            // arrays (vectorised), then the kept ones packed into the output lanes without a
-            // branch; the last, partial block one candidate at a time.
+            // Blocks of `SCAN_BLOCK` candidates: squared distances as lane arrays
+            // (vectorised), then the kept ones' positions packed without a branch; the last,
+            // partial block one candidate at a time.
             let blocks = xs
                 .chunks_exact(SCAN_BLOCK)
                 .zip(ys.chunks_exact(SCAN_BLOCK))
                 .zip(zs.chunks_exact(SCAN_BLOCK))
                 .zip(js.chunks_exact(SCAN_BLOCK));
             let whole = xs.len() / SCAN_BLOCK * SCAN_BLOCK;
+            let mut c = base;
             for (((bx, by), bz), bj) in blocks {
-                let mut d = [[T::ZERO; SCAN_BLOCK]; 3];
-                // As in `scan`: the image position (gathered) less the centre.
-                for (o, &x) in d[0].iter_mut().zip(bx) {
-                    *o = x - pos[0];
-                }
-                for (o, &y) in d[1].iter_mut().zip(by) {
-                    *o = y - pos[1];
-                }
-                for (o, &z) in d[2].iter_mut().zip(bz) {
-                    *o = z - pos[2];
-                }
-                let [dx, dy, dz] = &d;
                 let mut r2 = [T::ZERO; SCAN_BLOCK];
-                for (((o, &x), &y), &z) in r2.iter_mut().zip(dx).zip(dy).zip(dz) {
-                    *o = x * x + y * y + z * z;
+                // As in `scan`: the image position (gathered) less the centre.
+                for (((o, &x), &y), &z) in r2.iter_mut().zip(bx).zip(by).zip(bz) {
+                    let (dx, dy, dz) = (x - pos[0], y - pos[1], z - pos[2]);
+                    *o = dx * dx + dy * dy + dz * dz;
                 }
                 // Zero distance: only the central atom itself (an image of it is a lattice
                 // vector away). One well-predicted test per block.
@@ -949,33 +946,25 @@ impl<'w, T: Real> CellList<'w, T> {
                         }
                     }
                 }
-                let out = (
-                    window(set.dx, len),
-                    window(set.dy, len),
-                    window(set.dz, len),
-                    window(set.index, len),
-                );
-                let lanes = dx.iter().zip(dy).zip(dz).zip(&r2).zip(bj);
-                if let (Some(ox), Some(oy), Some(oz), Some(oi)) = out {
-                    // Written unconditionally at k (< SCAN_BLOCK: k counts kept lanes before
-                    // this one), kept (k advanced) only within the cutoff and off the centre.
-                    let mut k = 0usize;
-                    for ((((&x, &y), &z), &r), &j) in lanes {
-                        let m = k & (SCAN_BLOCK - 1);
-                        if let (Some(a), Some(b), Some(c), Some(i)) =
-                            (ox.get_mut(m), oy.get_mut(m), oz.get_mut(m), oi.get_mut(m))
-                        {
-                            (*a, *b, *c, *i) = (x, y, z, j);
-                        }
-                        k += usize::from(r <= rc2 && r > T::ZERO);
+                // The kept lanes (within the cutoff, off the centre) as a bit mask, and their
+                // lane numbers packed to the front by table: one block store, no branch.
+                let mut mask = 0u32;
+                for (l, &r) in r2.iter().enumerate() {
+                    mask |= u32::from(r <= rc2 && r > T::ZERO) << l;
+                }
+                if let Some(out) = window(picks, len) {
+                    let lanes = PACKED_LANES.get(mask as usize).copied().unwrap_or(0);
+                    for (o, b) in out.iter_mut().zip(lanes.to_le_bytes()) {
+                        *o = c + u32::from(b);
                     }
-                    len += k;
+                    len += mask.count_ones() as usize;
                 } else {
                     // Near (or past) the capacity: one at a time, counting past it.
-                    for ((((&x, &y), &z), &r), &j) in lanes {
-                        keep(set, &mut len, [x, y, z], r, j, rc2);
+                    for (l, &r) in (0u32..).zip(&r2) {
+                        pick(picks, &mut len, c + l, r, rc2);
                     }
                 }
+                c += SCAN_BLOCK as u32;
             }
             let rest = xs.iter().zip(ys).zip(zs).zip(js).skip(whole);
             for (((&xj, &yj), &zj), &j) in rest {
@@ -989,7 +978,8 @@ impl<'w, T: Real> CellList<'w, T> {
                         j: j as usize,
                     });
                 }
-                keep(set, &mut len, [dx, dy, dz], r2, j, rc2);
+                pick(picks, &mut len, c, r2, rc2);
+                c += 1;
             }
             if len > capacity {
                 return Err(ComputeError::NeighborOverflow {
@@ -999,9 +989,26 @@ impl<'w, T: Real> CellList<'w, T> {
             }
             *first = len;
         }
-        let lanes = set.dx.iter().zip(set.dy.iter()).zip(set.dz.iter());
-        for (r, ((&x, &y), &z)) in set.r.iter_mut().zip(lanes).take(len) {
-            *r = (x * x + y * y + z * z).sqrt();
+        let slots = set
+            .dx
+            .iter_mut()
+            .zip(set.dy.iter_mut())
+            .zip(set.dz.iter_mut())
+            .zip(set.r.iter_mut())
+            .zip(set.index.iter_mut())
+            .zip(picks.iter())
+            .take(len);
+        for (((((ox, oy), oz), or), oi), &c) in slots {
+            let c = c as usize;
+            let (Some(&x), Some(&y), Some(&z), Some(&j)) =
+                (cand.x.get(c), cand.y.get(c), cand.z.get(c), cand.j.get(c))
+            else {
+                continue;
+            };
+            // The scan's displacement, again (same bits), and its length.
+            let (dx, dy, dz) = (x - pos[0], y - pos[1], z - pos[2]);
+            (*ox, *oy, *oz, *oi) = (dx, dy, dz, j);
+            *or = (dx * dx + dy * dy + dz * dz).sqrt();
         }
         set.len = len;
         set.start = start;
@@ -1273,6 +1280,33 @@ impl<'w, T: Real> CellList<'w, T> {
 /// Candidates per block of [`CellList::neighbors_at`]'s scan (a power of two).
 const SCAN_BLOCK: usize = 8;
 
+/// For each mask of kept lanes of a scan block, the kept lane numbers in order, one per
+/// byte (little-endian; the bytes past the count are zero). A left-pack by table, as SIMD
+/// filters do without a compress instruction.
+// (Indexing in a constant is evaluated by the compiler: out of bounds would not compile.)
+#[allow(clippy::indexing_slicing)]
+const PACKED_LANES: [u64; 1 << SCAN_BLOCK] = {
+    let mut table = [0u64; 1 << SCAN_BLOCK];
+    let mut mask = 0;
+    while mask < table.len() {
+        let (mut packed, mut kept, mut lane) = (0u64, 0, 0);
+        while lane < SCAN_BLOCK {
+            if mask >> lane & 1 == 1 {
+                packed |= (lane as u64) << (8 * kept);
+                kept += 1;
+            }
+            lane += 1;
+        }
+        table[mask] = packed;
+        mask += 1;
+    }
+    table
+};
+const _: () = assert!(
+    SCAN_BLOCK <= 8,
+    "PACKED_LANES holds 8 lane numbers per mask"
+);
+
 /// Lanes `at..at + SCAN_BLOCK` of `v` as an array (`None` when `v` is shorter).
 #[inline(always)]
 fn window<X>(v: &mut [X], at: usize) -> Option<&mut [X; SCAN_BLOCK]> {
@@ -1280,21 +1314,15 @@ fn window<X>(v: &mut [X], at: usize) -> Option<&mut [X; SCAN_BLOCK]> {
         .and_then(|w| <&mut [X; SCAN_BLOCK]>::try_from(w).ok())
 }
 
-/// Writes neighbour `j` at displacement `d` (squared length `r2`) into slot `*len` of `set`
-/// and advances `*len` when it is within the cutoff and off the centre; past the capacity it
-/// only counts.
+/// Writes candidate position `c` (squared distance `r2`) into slot `*len` of `picks` and
+/// advances `*len` when it is within the cutoff and off the centre; past the end it only
+/// counts.
 #[inline(always)]
-fn keep<T: Real>(set: &mut NeighborSet<'_, T>, len: &mut usize, d: [T; 3], r2: T, j: u32, rc2: T) {
-    let k = *len;
-    if let (Some(ox), Some(oy), Some(oz), Some(oi)) = (
-        set.dx.get_mut(k),
-        set.dy.get_mut(k),
-        set.dz.get_mut(k),
-        set.index.get_mut(k),
-    ) {
-        (*ox, *oy, *oz, *oi) = (d[0], d[1], d[2], j);
+fn pick<T: Real>(picks: &mut [u32], len: &mut usize, c: u32, r2: T, rc2: T) {
+    if let Some(o) = picks.get_mut(*len) {
+        *o = c;
     }
-    *len = k + usize::from(r2 <= rc2 && r2 > T::ZERO);
+    *len += usize::from(r2 <= rc2 && r2 > T::ZERO);
 }
 
 /// An atom as [`CellList::visit`] yields it.
@@ -1659,6 +1687,21 @@ mod tests {
         );
         let (pos, sp) = random(60, [9.0, 8.0, 10.0], 7);
         assert!(spans(&pos, &sp, Cell::orthorhombic(9.0, 8.0, 10.0), 3.1).is_some());
+    }
+
+    #[test]
+    fn packed_lanes_list_the_kept_lanes_in_order() {
+        for (mask, packed) in PACKED_LANES.iter().enumerate() {
+            let want: Vec<u8> = (0..SCAN_BLOCK as u8)
+                .filter(|l| mask >> l & 1 == 1)
+                .collect();
+            let bytes = packed.to_le_bytes();
+            assert_eq!(&bytes[..want.len()], &want[..], "mask {mask:#010b}");
+            assert!(
+                bytes[want.len()..].iter().all(|&b| b == 0),
+                "mask {mask:#010b}"
+            );
+        }
     }
 
     #[test]
