@@ -135,6 +135,13 @@ pub enum BlobError {
         /// Its tag.
         tag: [u8; 4],
     },
+    /// Two sections share bytes (a writer bug: each byte has one meaning).
+    OverlappingSections {
+        /// The section that starts first (or the first in the reader's order, for equal starts).
+        first: [u8; 4],
+        /// The section that starts inside it.
+        second: [u8; 4],
+    },
     /// The zero-copy path needs the blob to start at an address aligned to this many bytes.
     Misaligned {
         /// Required alignment.
@@ -212,6 +219,9 @@ impl fmt::Display for BlobError {
             BlobError::DuplicateSection { tag: t } => write!(f, "duplicate section {}", tag(t)),
             BlobError::BadSection { tag: t } => {
                 write!(f, "section {} out of bounds or misaligned", tag(t))
+            }
+            BlobError::OverlappingSections { first, second } => {
+                write!(f, "sections {} and {} overlap", tag(first), tag(second))
             }
             BlobError::Misaligned { required } => write!(
                 f,
@@ -338,7 +348,7 @@ pub fn parse(bytes: &[u8]) -> Result<Sections<'_>, BlobError> {
     if reals.len() % usize::from(float_bytes) != 0 {
         return Err(BlobError::BadSection { tag: tag::REALS });
     }
-    Ok(Sections {
+    let s = Sections {
         float_bytes,
         bytes,
         model: find(tag::MODEL, true)?,
@@ -348,7 +358,49 @@ pub fn parse(bytes: &[u8]) -> Result<Sections<'_>, BlobError> {
         index: find(tag::INDEX, true)?,
         reals,
         text: find(tag::TEXT, false)?,
-    })
+    };
+    no_overlaps(&s)?;
+    Ok(s)
+}
+
+/// Checks that no two sections share a byte (empty ones hold none).
+#[inline(never)]
+fn no_overlaps(s: &Sections<'_>) -> Result<(), BlobError> {
+    const TAGS: [[u8; 4]; 7] = [
+        tag::MODEL,
+        tag::SPECIES,
+        tag::GROUPS,
+        tag::LAYERS,
+        tag::INDEX,
+        tag::REALS,
+        tag::TEXT,
+    ];
+    // Byte range of each within the blob (every section is a sub-slice of `s.bytes`).
+    let base = s.bytes.as_ptr() as usize;
+    let spans = [
+        s.model, s.species, s.groups, s.layers, s.index, s.reals, s.text,
+    ]
+    .map(|b| {
+        let start = (b.as_ptr() as usize).wrapping_sub(base);
+        (start, start.wrapping_add(b.len()))
+    });
+    for i in 0..spans.len() {
+        for k in i + 1..spans.len() {
+            let (Some(&(a0, a1)), Some(&(b0, b1))) = (spans.get(i), spans.get(k)) else {
+                continue;
+            };
+            // (An empty section, or an absent `TEXT`, has a0 == a1 and overlaps nothing.)
+            if a0 < a1 && b0 < b1 && a0 < b1 && b0 < a1 {
+                let (first, second) = if b0 < a0 { (k, i) } else { (i, k) };
+                let name = |n: usize| TAGS.get(n).copied().unwrap_or(*b"????");
+                return Err(BlobError::OverlappingSections {
+                    first: name(first),
+                    second: name(second),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The CRC-32 of a blob: over every byte of its declared length except the four of the CRC

@@ -130,6 +130,9 @@ fn structural_damage_behind_a_valid_checksum_gets_named_errors() {
     let (real, real_len) = section(&b, blob::tag::REALS);
     let group_reals = u32::from_le_bytes(b[grps + 8..grps + 12].try_into().unwrap()) as usize;
     let layer_reals = u32::from_le_bytes(b[layr + 12..layr + 16].try_into().unwrap()) as usize;
+    // The first table entry is MODL's; the second gets its offset in "overlapping sections".
+    assert_eq!(&b[HEADER_LEN..HEADER_LEN + 4], b"MODL");
+    let second_tag: [u8; 4] = b[HEADER_LEN + 16..HEADER_LEN + 20].try_into().unwrap();
     let put_f64 = move |c: &mut Vec<u8>, k: usize, x: f64| {
         c[real + 8 * k..real + 8 * k + 8].copy_from_slice(&x.to_le_bytes())
     };
@@ -260,6 +263,14 @@ fn structural_damage_behind_a_valid_checksum_gets_named_errors() {
                 c[HEADER_LEN + 8..HEADER_LEN + 12].copy_from_slice(&u32::MAX.to_le_bytes())
             }),
             BlobError::BadSection { tag: *b"MODL" },
+        ),
+        (
+            "overlapping sections",
+            Box::new(|c| c.copy_within(HEADER_LEN + 4..HEADER_LEN + 8, HEADER_LEN + 20)),
+            BlobError::OverlappingSections {
+                first: *b"MODL",
+                second: second_tag,
+            },
         ),
         (
             "section count",
