@@ -192,7 +192,7 @@ const INV_TANH1_CUBED: f64 = 2.263_753_795_225_351;
 /// written; `tanh_unit_error` below checks 2 ulp against libm's). One division and no
 /// exponential; every term is positive on [0, 1], so nothing cancels near u = 0.
 #[inline(always)]
-fn tanh_unit<T: Real>(u: T) -> T {
+pub(crate) fn tanh_unit<T: Real>(u: T) -> T {
     let c = T::from_f64;
     let s = u * u;
     let (e, d) = if T::BYTES < 8 {

@@ -265,7 +265,7 @@ impl_real!(
     libm::log1p,
     arch::sqrt,
     crate::f64math::recip_sqrt,
-    libm::tanh,
+    crate::f64math::tanh,
     libm::cos,
     libm::sin,
     libm::sincos,
