@@ -195,6 +195,28 @@ impl<'w, T: Real> Workspace<'w, T> {
         let (b1, rest) = split(rest, dims.max_width);
         let (b2, rest) = split(rest, dims.max_width);
         let (slots, tail) = split(rest, slot_reals(dims.max_channels) * neighbors);
+        // The caller's memory may hold anything (NaN, huge values from an earlier use). The
+        // batched kernels read the neighbour and slot lanes a little past what an atom wrote
+        // (lanes past a block's end, multiplied by exact zeros), so those lanes must be finite:
+        // zeroed here, and the core only ever writes finite values into them. The cell list,
+        // candidates and pair cache are always written before they are read.
+        let per_atom = [
+            &mut *nreals,
+            &mut *g,
+            &mut *gs,
+            &mut *dedg,
+            &mut *acc,
+            &mut *mult,
+            &mut *row,
+            &mut *y,
+            &mut *deriv,
+            &mut *b1,
+            &mut *b2,
+            &mut *slots,
+        ];
+        for part in per_atom {
+            part.fill(T::ZERO);
+        }
         let (cell_indices, rest) = split(indices, cells.indices);
         let (nidx, cidx) = split(rest, NEIGHBOR_INDICES * neighbors);
         // Candidate storage only when the index slice holds it (`with_candidates`); its reals

@@ -237,6 +237,11 @@ pub fn blob(spec: &ModelSpec, p: Precision) -> AlignedBlob {
 
 /// Runs the core in precision `T` on `s` (zero-copy when possible).
 pub fn eval_core<T: Real>(bytes: &[u8], s: &Sys) -> Result<Eval, String> {
+    eval_core_in::<T>(bytes, s, T::ZERO)
+}
+
+/// [`eval_core`] with a workspace whose reals start out as `fill` (as a reused buffer may).
+pub fn eval_core_in<T: Real>(bytes: &[u8], s: &Sys, fill: T) -> Result<Eval, String> {
     let mut storage: Vec<T> = Vec::new();
     let model = match Model::<T>::from_blob(bytes) {
         Ok(m) => m,
@@ -251,7 +256,7 @@ pub fn eval_core<T: Real>(bytes: &[u8], s: &Sys) -> Result<Eval, String> {
     let n = s.pos.len();
     let cap = 4096;
     let size = WorkspaceSize::new(&model.dims(), n, cap);
-    let mut reals = vec![T::ZERO; size.reals];
+    let mut reals = vec![fill; size.reals];
     let mut idx = vec![0u32; size.indices];
     let mut ws = Workspace::new(&model, n, cap, &mut reals, &mut idx).map_err(|e| e.to_string())?;
     let pos: Vec<[T; 3]> = s.pos.iter().map(|p| p.map(T::from_f64)).collect();

@@ -467,3 +467,31 @@ fn atom_ranges_sum_to_the_whole() {
         .compute_with(&sys, &mut ws, &mut out, 2..n + 1, &mut ())
         .is_err());
 }
+
+/// The workspace is caller memory that may hold anything from an earlier use; whatever it
+/// holds (here NaN and a huge value in every real), the results are those of a zeroed one, bit
+/// for bit, in both precisions. (The batched kernels read some slots past a block's end and
+/// multiply them by exact zeros, which would turn NaN left in them into NaN results.)
+#[test]
+fn workspace_contents_do_not_leak_into_results() {
+    let spec = default_model();
+    let s = cluster(40, 9.0, 5);
+    let bits = |e: &Eval| {
+        let mut v = vec![e.energy.to_bits()];
+        v.extend(e.forces.iter().flatten().map(|x| x.to_bits()));
+        v.extend(e.energies.iter().map(|x| x.to_bits()));
+        v
+    };
+    let b64 = blob(&spec, Precision::F64);
+    let clean = bits(&eval_core::<f64>(b64.bytes(), &s).unwrap());
+    for fill in [f64::NAN, 1e300] {
+        let dirty = bits(&eval_core_in::<f64>(b64.bytes(), &s, fill).unwrap());
+        assert!(clean == dirty, "f64, workspace filled with {fill}");
+    }
+    let b32 = blob(&spec, Precision::F32);
+    let clean = bits(&eval_core::<f32>(b32.bytes(), &s).unwrap());
+    for fill in [f32::NAN, 3e38] {
+        let dirty = bits(&eval_core_in::<f32>(b32.bytes(), &s, fill).unwrap());
+        assert!(clean == dirty, "f32, workspace filled with {fill}");
+    }
+}
