@@ -11,7 +11,7 @@
 //! | per atom: cell list (wrapped positions in bin order; atom of each slot, slot of each atom) | 3 | 2 |
 //! | per atom: bin keys (species × bin, at most S·N + 27 keys) | — | S |
 //! | per neighbour slot (geometry, gradient, cutoff cache, staging) | 12 | 3 |
-//! | per neighbour slot: batched kernels' cache (unit vector, 1/r; h_c, h_c′ per channel, C = most channels of a group) | 4 + 2C | — |
+//! | per neighbour slot: batched kernels' cache (unit vector, 1/r; h_c, h_c′ per channel, C = most channels of a group, for K channel sets: on hosts the set in use and the one before it, K = 2; on 1-lane targets K = 1) | 4 + 2KC | — |
 //! | per model (features, scaled, dE/dG, three group lanes; activations and derivatives; two back-prop rows) | 6F + 2S' + 2W | — |
 //! | optional pair cache ([`WorkspaceSize::new`] only; none with [`WorkspaceSize::minimal`]) | (M(M−1)/2 + 2M·(LANES−1))·(1 + 2C') | — |
 //! | optional candidates of a bin ([`WorkspaceSize::with_candidates`], in [`WorkspaceSize::per_thread`]), per neighbour slot | 3·4 | 4 |
@@ -22,8 +22,8 @@
 //! 1 + 2C': for the firmware's ethanol model, M = 8 and F = 24, 692 reals. Wide groups whose
 //! functions all have ζ = 1 keep 10 reals per channel there instead of per-pair factors.) So for
 //! n2p2's water model (S = 2, C = 4) f64 needs 24 + 8 + 8 = 40 bytes per atom and
-//! (12 + 12)·8 + 12 = 204 bytes per neighbour slot, plus the pair cache, 9 reals per neighbour
-//! pair (about 1.6 MiB per thread for 200 slots); f32 needs 28 and 108, and half the pair
+//! (12 + 20)·8 + 12 = 268 bytes per neighbour slot, plus the pair cache, 9 reals per neighbour
+//! pair (about 1.6 MiB per thread for 200 slots); f32 needs 28 and 140, and half the pair
 //! cache. The candidate storage adds 112 bytes per neighbour slot in f64 and 64 in f32
 //! (25 KiB per thread for 224 slots). The full descriptor Jacobian dG/dr is never stored by
 //! [`crate::Model::compute`]. Forces and per-atom energies are the caller's output slices.

@@ -49,10 +49,15 @@ pub const MAX_CHANNELS: usize = 8;
 pub const MAX_ZETA: u32 = 64;
 
 /// Reals per neighbour slot of the batched kernels' cache: the unit vector and 1/r, and (h_c, h_c′)
-/// for each of `max_channels` channels.
+/// for each of `max_channels` channels, for [`CHANNEL_SETS`] channel sets.
 pub const fn slot_reals(max_channels: usize) -> usize {
-    4 + 2 * max_channels
+    4 + 2 * CHANNEL_SETS * max_channels
 }
+
+/// Channel sets the slot cache keeps (see [`ChannelMemo`]): on hosts the set in use and the one
+/// before it; on 1-lane targets only the set in use (their models, small and with wide groups,
+/// gain nothing from a spare: the M4F demo ran 4 % more instructions with one).
+pub const CHANNEL_SETS: usize = if LANES > 1 { 2 } else { 1 };
 
 /// The channel count the kernels are instantiated for, for a group of `channels` channels.
 const fn instantiated(channels: usize) -> usize {
@@ -505,13 +510,24 @@ fn blocks<'z, T: Real>(g: &Group<'_, T>, zs: &'z [T]) -> impl Iterator<Item = (u
     })
 }
 
-/// What the channel part of the slot cache holds for the current atom: the factors of the
-/// species blocks in `blocks` (bit e: species e), computed with this cutoff, weighting and these
-/// channels. Groups that share them (typically every angular group of a species) and the force
-/// pass reuse the factors instead of recomputing a cutoff and an exponential per neighbour,
-/// channel, group and pass; the values are the same either way.
+/// What the channel part of the slot cache holds for the current atom. On hosts
+/// ([`CHANNEL_SETS`] = 2) the part has two halves: the set in use (read by the kernels) and a
+/// spare that keeps the set used before it; on 1-lane targets only the set in use.
+/// Each holds the factors of the species blocks in `blocks` (bit e: species e), computed with
+/// its cutoff, weighting and channels. Groups that share them (typically every angular group of
+/// a species) and the force pass reuse the factors instead of recomputing a cutoff and an
+/// exponential per neighbour, channel, group and pass; the values are the same either way.
+/// With two channel sets per atom (n2p2's water model: two η sets per central species), the
+/// force pass finds both computed and swaps them instead of computing both again.
 #[derive(Clone, Copy)]
 pub(crate) struct ChannelMemo<T> {
+    /// `sets[0]` is in use; `sets[1]` (hosts only) is the spare.
+    sets: [ChannelSet<T>; CHANNEL_SETS],
+}
+
+/// One channel set of [`ChannelMemo`]: what it was computed with and for which blocks.
+#[derive(Clone, Copy)]
+struct ChannelSet<T> {
     blocks: u32,
     cutoff: Option<Cutoff<T>>,
     weighted: bool,
@@ -520,16 +536,52 @@ pub(crate) struct ChannelMemo<T> {
     rs: [T; MAX_CHANNELS],
 }
 
+impl<T: Real> ChannelSet<T> {
+    const EMPTY: Self = ChannelSet {
+        blocks: 0,
+        cutoff: None,
+        weighted: false,
+        channels: 0,
+        eta: [T::ZERO; MAX_CHANNELS],
+        rs: [T::ZERO; MAX_CHANNELS],
+    };
+
+    /// Computed as group `g` with plan `plan` needs (blocks aside). Only the plan's channels
+    /// are compared (beyond them a plan holds stale values).
+    #[inline(always)]
+    fn serves(&self, g: &Group<'_, T>, plan: &Plan<T>) -> bool {
+        let nc = plan.channels.min(MAX_CHANNELS);
+        self.cutoff == Some(g.cutoff)
+            && self.weighted == g.kind.is_weighted()
+            && self.channels == plan.channels
+            && self.eta.get(..nc) == plan.eta.get(..nc)
+            && self.rs.get(..nc) == plan.rs.get(..nc)
+    }
+}
+
 impl<T: Real> ChannelMemo<T> {
     /// Nothing cached (a new neighbour set).
     pub fn empty() -> Self {
         ChannelMemo {
-            blocks: 0,
-            cutoff: None,
-            weighted: false,
-            channels: 0,
-            eta: [T::ZERO; MAX_CHANNELS],
-            rs: [T::ZERO; MAX_CHANNELS],
+            sets: [ChannelSet::EMPTY; CHANNEL_SETS],
+        }
+    }
+}
+
+/// Exchanges the in-use and spare halves of the slot cache's channel part (`chans`, parts of
+/// `cap` reals: `2·half` in use, then `2·half` spare), for the channels either half holds and
+/// the first `n` slots. Slot caches without a spare half (`chans` shorter) are left alone.
+fn swap_channel_halves<T>(chans: &mut [T], cap: usize, half: usize, channels: usize, n: usize) {
+    let (held, spare) = crate::neighbors::split(chans, 2 * half * cap);
+    let parts = 2 * channels.min(half);
+    for (a, b) in held
+        .chunks_mut(cap.max(1))
+        .zip(spare.chunks_mut(cap.max(1)))
+        .take(parts)
+    {
+        let n = n.min(a.len()).min(b.len());
+        if let (Some(a), Some(b)) = (a.get_mut(..n), b.get_mut(..n)) {
+            a.swap_with_slice(b);
         }
     }
 }
@@ -547,14 +599,32 @@ fn fill_channels<T: Real, const W: usize>(
     let cap = nb.r.len();
     let rc = g.cutoff.rc();
     let (_, chans) = crate::neighbors::split(slots, 4 * cap);
+    // Channels per set of the channel part (the model's most, see `slot_reals`).
+    let half = (chans.len() / cap.max(1)) / (2 * CHANNEL_SETS);
     let weighted = g.kind.is_weighted();
-    // Only the plan's channels are compared (beyond them the plan holds stale values).
-    let nc = plan.channels.min(MAX_CHANNELS);
-    let same = memo.cutoff == Some(g.cutoff)
-        && memo.weighted == weighted
-        && memo.channels == plan.channels
-        && memo.eta.get(..nc) == plan.eta.get(..nc)
-        && memo.rs.get(..nc) == plan.rs.get(..nc);
+    let serves = |m: &ChannelMemo<T>| m.sets.first().is_some_and(|s| s.serves(g, plan));
+    let mut same = serves(memo);
+    if !same && CHANNEL_SETS > 1 {
+        // The set in use goes to the spare half; the spare comes back when it is the one
+        // wanted, and is dropped otherwise.
+        let channels = memo.sets.iter().map(|s| s.channels).max().unwrap_or(0);
+        swap_channel_halves(chans, cap, half, channels, total(nb));
+        memo.sets.rotate_left(1);
+        same = serves(memo);
+    }
+    let Some(memo) = memo.sets.first_mut() else {
+        return;
+    };
+    if !same {
+        *memo = ChannelSet {
+            blocks: 0,
+            cutoff: Some(g.cutoff),
+            weighted,
+            channels: plan.channels,
+            eta: plan.eta,
+            rs: plan.rs,
+        };
+    }
     let bit = |e: usize| {
         u32::try_from(e)
             .ok()
@@ -568,16 +638,6 @@ fn fill_channels<T: Real, const W: usize>(
         if b1 != 0 && b2 != 0 && memo.blocks & (b1 | b2) == b1 | b2 {
             return;
         }
-    }
-    if !same {
-        *memo = ChannelMemo {
-            blocks: 0,
-            cutoff: Some(g.cutoff),
-            weighted,
-            channels: plan.channels,
-            eta: plan.eta,
-            rs: plan.rs,
-        };
     }
     for (e, w) in blocks(g, zs) {
         // Species beyond the mask's 32 bits are always recomputed.
@@ -2350,6 +2410,103 @@ mod tests {
                 assert_eq!(g.to_bits(), plain(b, n).to_bits(), "{b}^{n}");
             }
         }
+    }
+
+    /// Groups with different channel sets, in turn (A, B, A, B), share one slot cache: the
+    /// value pass computes each set once and keeps the other in the spare half, the force pass
+    /// finds both there (`ChannelMemo`). Values and gradients are the bits of running each
+    /// group with nothing kept.
+    fn channel_sets_in_turn<T: Real, const W: usize>() {
+        const CAP: usize = 48;
+        let mut rng = Lcg(11);
+        let mut reals = vec![T::ZERO; 12 * CAP];
+        let mut idx = vec![0u32; 3 * CAP];
+        let mut nb = NeighborSet::new(CAP, &mut reals, &mut idx).unwrap();
+        for i in 0..40u32 {
+            let d: [f64; 3] = core::array::from_fn(|_| 2.0 * rng.next() - 1.0);
+            let r = (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt();
+            let len = 0.8 + 4.4 * rng.next();
+            assert!(nb.push((i % 3) as u8, i, d.map(|x| T::from_f64(x / r * len))));
+        }
+        nb.finish();
+        let zs = [T::ONE, T::from_f64(6.0), T::from_f64(8.0)];
+        let n = 7;
+        let index: Vec<u8> = (0..n as u32).flat_map(|s| s.to_le_bytes()).collect();
+        let m: Vec<T> = (0..n).map(|s| T::from_f64(0.35 - 0.1 * s as f64)).collect();
+        let lanes = |c: Channels| -> Vec<T> {
+            let p = params::<T>(n, true, c, false);
+            p.iter().take(4).flatten().copied().collect()
+        };
+        let (three, shared) = (lanes(Channels::Three), lanes(Channels::Shared));
+        let a = Group {
+            kind: DescriptorKind::AngularNarrow,
+            cutoff: Cutoff::new(CutoffKind::Cos, T::from_f64(4.5), T::from_f64(0.2)),
+            compact: None,
+            e1: 1,
+            e2: 2,
+            n,
+            params: &three,
+            out: &index,
+        };
+        let b = Group {
+            e1: 0,
+            e2: 1,
+            params: &shared,
+            ..a
+        };
+        let groups = [a, b, a, b];
+        let plans: Vec<Plan<T>> = groups.iter().map(|g| Plan::new(g).unwrap()).collect();
+        // Returns each group's values and the summed gradients, as bits.
+        let mut run = |kept: bool| -> Vec<u64> {
+            let (lanes_nb, mut work) = nb.lanes();
+            for l in [&mut *work.gx, &mut *work.gy, &mut *work.gz] {
+                l.iter_mut().for_each(|x| *x = T::ZERO);
+            }
+            let mut slots = vec![T::ZERO; slot_reals(MAX_CHANNELS) * CAP];
+            let mut pairs = vec![T::ZERO; 4 * pair_cache_reals(CAP, MAX_CHANNELS, 64)];
+            fill_geometry(&lanes_nb, &mut slots);
+            let mut bits = Vec::new();
+            let mut cache = PairCache::for_values(&mut pairs);
+            for (g, plan) in groups.iter().zip(&plans) {
+                if !kept {
+                    cache.memo = ChannelMemo::empty();
+                }
+                let (mut acc, mut comp) = (vec![T::ZERO; n], vec![T::ZERO; n]);
+                angular_values::<T, W>(
+                    g, plan, &lanes_nb, &zs, &mut slots, &mut cache, &mut acc, &mut comp,
+                );
+                bits.extend(acc.iter().map(|x| x.to_f64().to_bits()));
+            }
+            let (filled, memo) = (cache.filled(), cache.memo());
+            let mut cache = PairCache::for_forces(&mut pairs, filled, memo);
+            for (g, plan) in groups.iter().zip(&plans) {
+                if !kept {
+                    cache.memo = ChannelMemo::empty();
+                }
+                angular_forces::<T, W>(
+                    g, plan, &lanes_nb, &zs, &mut slots, &mut cache, &m, &mut work,
+                );
+            }
+            for l in [&*work.gx, &*work.gy, &*work.gz] {
+                bits.extend(l.iter().map(|x| x.to_f64().to_bits()));
+            }
+            bits
+        };
+        let (kept, fresh) = (run(true), run(false));
+        assert!(kept.iter().any(|&b| f64::from_bits(b) != 0.0));
+        assert_eq!(kept, fresh);
+    }
+
+    #[test]
+    fn channel_sets_in_turn_f64() {
+        channel_sets_in_turn::<f64, 8>();
+        channel_sets_in_turn::<f64, 1>();
+    }
+
+    #[test]
+    fn channel_sets_in_turn_f32() {
+        channel_sets_in_turn::<f32, 8>();
+        channel_sets_in_turn::<f32, 1>();
     }
 
     macro_rules! twins {
