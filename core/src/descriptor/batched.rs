@@ -2242,13 +2242,18 @@ mod tests {
         ]
     }
 
-    fn check<T: Real, const W: usize>(tol_v: f64, tol_g: f64) {
-        const CAP: usize = 48;
-        let mut rng = Lcg(7);
-        let mut reals = vec![T::ZERO; 12 * CAP];
-        let mut idx = vec![0u32; 3 * CAP];
-        let mut nb = NeighborSet::new(CAP, &mut reals, &mut idx).unwrap();
-        // 40 neighbours of three species, some beyond the 4.5 Å group cutoff.
+    /// Neighbour slots of the fixtures below.
+    const CAP: usize = 48;
+
+    /// 40 neighbours of three species, some beyond the 4.5 Å group cutoff, in `reals`/`idx`
+    /// (12·CAP and 3·CAP long).
+    fn neighbours<'w, T: Real>(
+        seed: u64,
+        reals: &'w mut [T],
+        idx: &'w mut [u32],
+    ) -> NeighborSet<'w, T> {
+        let mut rng = Lcg(seed);
+        let mut nb = NeighborSet::new(CAP, reals, idx).unwrap();
         for i in 0..40u32 {
             let d: [f64; 3] = core::array::from_fn(|_| 2.0 * rng.next() - 1.0);
             let r = (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt();
@@ -2257,6 +2262,12 @@ mod tests {
             assert!(nb.push((i % 3) as u8, i, d));
         }
         nb.finish();
+        nb
+    }
+
+    fn check<T: Real, const W: usize>(tol_v: f64, tol_g: f64) {
+        let (mut reals, mut idx) = (vec![T::ZERO; 12 * CAP], vec![0u32; 3 * CAP]);
+        let mut nb = neighbours::<T>(7, &mut reals, &mut idx);
         let zs = [T::ONE, T::from_f64(6.0), T::from_f64(8.0)];
         let mut slots = vec![T::ZERO; slot_reals(MAX_CHANNELS) * CAP];
         let mut pairs = vec![T::ZERO; pair_cache_reals(CAP, MAX_CHANNELS, 64)];
@@ -2417,18 +2428,8 @@ mod tests {
     /// finds both there (`ChannelMemo`). Values and gradients are the bits of running each
     /// group with nothing kept.
     fn channel_sets_in_turn<T: Real, const W: usize>() {
-        const CAP: usize = 48;
-        let mut rng = Lcg(11);
-        let mut reals = vec![T::ZERO; 12 * CAP];
-        let mut idx = vec![0u32; 3 * CAP];
-        let mut nb = NeighborSet::new(CAP, &mut reals, &mut idx).unwrap();
-        for i in 0..40u32 {
-            let d: [f64; 3] = core::array::from_fn(|_| 2.0 * rng.next() - 1.0);
-            let r = (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt();
-            let len = 0.8 + 4.4 * rng.next();
-            assert!(nb.push((i % 3) as u8, i, d.map(|x| T::from_f64(x / r * len))));
-        }
-        nb.finish();
+        let (mut reals, mut idx) = (vec![T::ZERO; 12 * CAP], vec![0u32; 3 * CAP]);
+        let mut nb = neighbours::<T>(11, &mut reals, &mut idx);
         let zs = [T::ONE, T::from_f64(6.0), T::from_f64(8.0)];
         let n = 7;
         let index: Vec<u8> = (0..n as u32).flat_map(|s| s.to_le_bytes()).collect();
