@@ -950,7 +950,7 @@ impl<'w, T: Real> CellList<'w, T> {
                 // lane numbers packed to the front by table: one block store, no branch.
                 let mut mask = 0u32;
                 for (l, &r) in r2.iter().enumerate() {
-                    mask |= u32::from(r <= rc2 && r > T::ZERO) << l;
+                    mask |= u32::from(kept(r, rc2)) << l;
                 }
                 if let Some(out) = window(picks, len) {
                     let lanes = PACKED_LANES.get(mask as usize).copied().unwrap_or(0);
@@ -1270,7 +1270,7 @@ impl<'w, T: Real> CellList<'w, T> {
             ) {
                 (*ox, *oy, *oz, *oi) = (dx, dy, dz, j);
             }
-            k += usize::from(r2 <= rc2 && r2 > T::ZERO);
+            k += usize::from(kept(r2, rc2));
         }
         *len = k;
         Ok(())
@@ -1314,6 +1314,13 @@ fn window<X>(v: &mut [X], at: usize) -> Option<&mut [X; SCAN_BLOCK]> {
         .and_then(|w| <&mut [X; SCAN_BLOCK]>::try_from(w).ok())
 }
 
+/// Whether a candidate at squared distance `r2` is a neighbour: within the cutoff and not the
+/// central atom itself (zero distance; other zero distances are errors, reported first).
+#[inline(always)]
+fn kept<T: Real>(r2: T, rc2: T) -> bool {
+    r2 <= rc2 && r2 > T::ZERO
+}
+
 /// Writes candidate position `c` (squared distance `r2`) into slot `*len` of `picks` and
 /// advances `*len` when it is within the cutoff and off the centre; past the end it only
 /// counts.
@@ -1322,7 +1329,7 @@ fn pick<T: Real>(picks: &mut [u32], len: &mut usize, c: u32, r2: T, rc2: T) {
     if let Some(o) = picks.get_mut(*len) {
         *o = c;
     }
-    *len += usize::from(r2 <= rc2 && r2 > T::ZERO);
+    *len += usize::from(kept(r2, rc2));
 }
 
 /// An atom as [`CellList::visit`] yields it.
