@@ -2216,28 +2216,18 @@ mod tests {
         One,
     }
 
-    /// The ζ of the test groups.
-    #[derive(Clone, Copy, Debug, PartialEq)]
-    enum Zetas {
-        /// 1, 2, 4 and 16 (a channel of degree 16: the force pass's general Horner loop).
-        Mixed,
-        /// 1, 2 and 4 (the value pass's moments of the narrow kinds in f64).
-        Low,
-        /// All 1 (the moment path of the wide kind).
-        One,
-    }
-
-    /// Parameter lanes (η, r_s, ζ, λ) of `n` functions.
-    fn params<T: Real>(n: usize, angular: bool, channels: Channels, zetas: Zetas) -> [Vec<T>; 4] {
+    /// Parameter lanes (η, r_s, ζ, λ) of `n` functions with ζ ∈ {1, 2, 4, 16}, or all ζ = 1
+    /// (`zeta_one`: the moment path of the wide kind).
+    fn params<T: Real>(n: usize, angular: bool, channels: Channels, zeta_one: bool) -> [Vec<T>; 4] {
         let (eta, rs) = match channels {
             Channels::Three => ([0.01, 0.3, 0.07], [0.0, 0.0, 1.1]),
             Channels::Shared => ([0.01, 0.03, 0.07], [0.0; 3]),
             Channels::One => ([0.03; 3], [0.0; 3]),
         };
-        let zeta = match zetas {
-            Zetas::Mixed => [1.0, 2.0, 4.0, 16.0],
-            Zetas::Low => [1.0, 2.0, 4.0, 2.0],
-            Zetas::One => [1.0; 4],
+        let zeta = if zeta_one {
+            [1.0; 4]
+        } else {
+            [1.0, 2.0, 4.0, 16.0]
         };
         let f = |x: f64| T::from_f64(x);
         [
@@ -2300,11 +2290,11 @@ mod tests {
             .into_iter()
             .flat_map(|k| modes.map(|c| (k, c)))
             .filter(|(k, c)| k.is_angular() || *c != Channels::One)
-            .flat_map(|(k, c)| [Zetas::Mixed, Zetas::Low, Zetas::One].map(|z| (k, c, z)))
-            .filter(|(k, _, z)| k.is_angular() || *z == Zetas::Mixed);
-        for (kind, channels, zetas) in cases {
+            .flat_map(|(k, c)| [(k, c, false), (k, c, true)])
+            .filter(|(k, _, one)| k.is_angular() || !one);
+        for (kind, channels, zeta_one) in cases {
             let shared = channels == Channels::Shared;
-            let p = params::<T>(n, kind.is_angular(), channels, zetas);
+            let p = params::<T>(n, kind.is_angular(), channels, zeta_one);
             let lanes: Vec<T> = p.iter().take(kind.n_params()).flatten().copied().collect();
             for ck in CutoffKind::ALL {
                 for (e1, e2) in [(0, 0), (1, 2), (2, 2)] {
@@ -2323,8 +2313,9 @@ mod tests {
                         plan.eta0 > T::ZERO,
                         shared && kind.is_angular() && !plan.moments
                     );
-                    assert_eq!(plan.moments, kind == AngularWide && zetas == Zetas::One);
-                    let what = format!("{kind:?} {ck:?} ({e1}, {e2}) W {W} {channels:?} {zetas:?}");
+                    assert_eq!(plan.moments, kind == AngularWide && zeta_one);
+                    let what =
+                        format!("{kind:?} {ck:?} ({e1}, {e2}) W {W} {channels:?} ζ=1 {zeta_one}");
                     let (lanes_nb, mut work) = nb.lanes();
                     // Values.
                     let (mut want, mut got) = (vec![T::ZERO; n], vec![T::ZERO; n]);
@@ -2444,7 +2435,7 @@ mod tests {
         let index: Vec<u8> = (0..n as u32).flat_map(|s| s.to_le_bytes()).collect();
         let m: Vec<T> = (0..n).map(|s| T::from_f64(0.35 - 0.1 * s as f64)).collect();
         let lanes = |c: Channels| -> Vec<T> {
-            let p = params::<T>(n, true, c, Zetas::Mixed);
+            let p = params::<T>(n, true, c, false);
             p.iter().take(4).flatten().copied().collect()
         };
         let (three, shared) = (lanes(Channels::Three), lanes(Channels::Shared));

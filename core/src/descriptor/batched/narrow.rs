@@ -165,112 +165,6 @@ fn horner<T: Real, const W: usize, const D: usize>(
     (q, dq)
 }
 
-/// Largest ζ of the value pass's moment path.
-const MOMENT_DEG: usize = 4;
-
-/// The value pass's sums as moments, in f64 when every ζ of the group is at most
-/// [`MOMENT_DEG`]: per channel M_c,n = Σ_pairs h_c,ij h_c,ik h_c,jk cosⁿ θ for n up to the channel's largest ζ, and
-/// each function's value Σ_pairs h h h (1 + λ cos θ)^ζ = Σ_n C(ζ, n) λⁿ M_c,n at the end. A
-/// pair then costs one product and one sum per moment (the water model: 11 moments for 7
-/// functions) instead of a power, a product and a sum per function.
-///
-/// Rounding: each moment errs by ε relative to Σ |terms|, so a value errs by about
-/// ε Σ_pairs h h h (1 + |cos θ|)^ζ ≤ 16 ε M_c,0 (3.6e−15 of M_c,0), where summing the function's
-/// own terms errs by ε times the value. f32 keeps the function path: the same bound would be
-/// 1e−6 there, and moments in f64 from f32 lanes (as accurate as the function path) ran the
-/// value pass 35 % slower than it on the water model.
-struct Moments<const W: usize> {
-    /// Degree of each channel (its largest ζ; 0 without functions).
-    deg: [usize; MAX_CHANNELS],
-    /// M_c,n in lanes at c·(MOMENT_DEG + 1) + n.
-    sum: [[f64; W]; MAX_CHANNELS * (MOMENT_DEG + 1)],
-}
-
-impl<const W: usize> Moments<W> {
-    /// The moment accumulators of `plan`'s channels below `channels`, or `None` when the
-    /// group takes the function path (f32, or some ζ above [`MOMENT_DEG`]).
-    fn new<T: Real>(plan: &Plan<T>, channels: usize) -> Option<Self> {
-        let mut deg = [0; MAX_CHANNELS];
-        for s in 0..plan.n.min(MAX_FUNCTIONS) {
-            let (c, zeta, _) = plan.function(s);
-            let zeta = zeta as usize;
-            if T::BYTES < 8 || zeta > MOMENT_DEG {
-                return None;
-            }
-            if let Some(d) = deg.get_mut(c).filter(|_| c < channels) {
-                *d = (*d).max(zeta);
-            }
-        }
-        Some(Moments {
-            deg,
-            sum: [[0.0; W]; MAX_CHANNELS * (MOMENT_DEG + 1)],
-        })
-    }
-
-    /// Adds hh·cosⁿ into channel c's moments; `pw` holds cos¹…cos⁴.
-    #[inline(always)]
-    fn add(&mut self, c: usize, hh: &[f64; W], pw: &[[f64; W]; MOMENT_DEG]) {
-        let deg = self.deg.get(c).copied().unwrap_or(0);
-        let base = c * (MOMENT_DEG + 1);
-        let Some(sums) = self.sum.get_mut(base..=base + deg) else {
-            return;
-        };
-        if let Some((first, rest)) = sums.split_first_mut() {
-            for (a, &h) in first.iter_mut().zip(hh) {
-                *a += h;
-            }
-            for (acc, p) in rest.iter_mut().zip(pw) {
-                for ((a, &h), &x) in acc.iter_mut().zip(hh).zip(p) {
-                    *a += h * x;
-                }
-            }
-        }
-    }
-
-    /// Adds each function's value, from its channel's moments (lanes totalled in lane order),
-    /// into `acc`.
-    fn reduce<T: Real>(&self, plan: &Plan<T>, acc: &mut [T]) {
-        let mut m = [0.0f64; MAX_CHANNELS * (MOMENT_DEG + 1)];
-        for (t, lanes) in m.iter_mut().zip(&self.sum) {
-            for &x in lanes {
-                *t += x;
-            }
-        }
-        for (s, a) in acc.iter_mut().enumerate().take(plan.n.min(MAX_FUNCTIONS)) {
-            let (c, zeta, lambda) = plan.function(s);
-            let at = |n: usize| m.get(c * (MOMENT_DEG + 1) + n).copied().unwrap_or(0.0);
-            // Σ_n C(ζ, n) λⁿ M_c,n, binomials by C(ζ, n + 1) = C(ζ, n)(ζ − n)/(n + 1) (exact).
-            let (mut b, mut sign, mut v) = (1u32, 1.0, 0.0);
-            for n in 0..=zeta as usize {
-                v += sign * f64::from(b) * at(n);
-                b = b * (zeta - n as u32) / (n as u32 + 1);
-                sign *= lambda.to_f64();
-            }
-            *a += T::from_f64(v);
-        }
-    }
-}
-
-/// Lanes in f64 (the moments' type; the same values, as `T` is f64 on that path).
-#[inline(always)]
-fn widen<T: Real, const W: usize>(v: &[T; W]) -> [f64; W] {
-    let mut out = [0.0; W];
-    for (o, x) in out.iter_mut().zip(v) {
-        *o = x.to_f64();
-    }
-    out
-}
-
-/// Lane-wise products in f64.
-#[inline(always)]
-fn times<const W: usize>(a: &[f64; W], b: &[f64; W]) -> [f64; W] {
-    let mut out = [0.0; W];
-    for ((o, x), y) in out.iter_mut().zip(a).zip(b) {
-        *o = x * y;
-    }
-    out
-}
-
 /// What a pass does with the batches of the walk.
 trait Visit<T, const W: usize, const NC: usize> {
     /// The pairs (j, k..k + W), lanes at or beyond `end` excluded; `djk` the j→k vectors and `r2`
@@ -364,7 +258,6 @@ struct Values<'a, 'c, 's, T, const W: usize, const NC: usize> {
     slots: SlotView<'s, T, NC>,
     cache: &'a mut PairCache<'c, T>,
     sums: LaneSums<T, W>,
-    moments: Option<Moments<W>>,
 }
 
 impl<T: Real, const W: usize, const NC: usize> Visit<T, W, NC> for Values<'_, '_, '_, T, W, NC> {
@@ -378,21 +271,6 @@ impl<T: Real, const W: usize, const NC: usize> Visit<T, W, NC> for Values<'_, '_
         let jk = Jk::<T, W>::new(g, plan, r2);
         put(rec, 0, jk.ir);
         let (cos, _) = cos::<T, W, NC>(&self.slots, row, k);
-        if let Some(mom) = &mut self.moments {
-            let x = widen(&cos);
-            let x2 = times(&x, &x);
-            let x3 = times(&x2, &x);
-            let x4 = times(&x2, &x2);
-            for c in 0..NC {
-                let (hjk, dhjk) = jk.channel(plan, c);
-                put(rec, 1 + 2 * c, hjk);
-                put(rec, 2 + 2 * c, dhjk);
-                let hk = load_raw::<T, W>(self.slots.h[c], k);
-                let hh = lanes!(l => row.h[c] * hk[l] * hjk[l]);
-                mom.add(c, &widen(&hh), &[x, x2, x3, x4]);
-            }
-            return;
-        }
         for c in 0..NC {
             let (hjk, dhjk) = jk.channel(plan, c);
             put(rec, 1 + 2 * c, hjk);
@@ -430,13 +308,9 @@ pub(super) fn values<T: Real, const W: usize, const NC: usize>(
         slots: view,
         cache,
         sums: LaneSums::new(),
-        moments: Moments::new(plan, live::<T, NC>(plan)),
     };
     walk::<T, W, NC>(g, nb, zs, &view, &mut v);
-    match &v.moments {
-        Some(m) => m.reduce(plan, acc),
-        None => v.sums.reduce(acc),
-    }
+    v.sums.reduce(acc);
 }
 
 /// The force pass.
