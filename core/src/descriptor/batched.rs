@@ -1500,27 +1500,14 @@ fn angular_forces_nc<T: Real, const W: usize, const NC: usize>(
     if g.kind.is_narrow() {
         return narrow::forces::<T, W, NC>(g, plan, nb, zs, slots, cache, m, work);
     }
+    // Q_c = Σ m_s P_s and Q′_c = Σ m_s P′_s over the functions of channel c, as one polynomial
+    // in cos θ per channel (see `narrow::Poly`).
+    let poly = narrow::Poly::new(plan, live::<T, NC>(plan), m);
     for_each_batch::<T, W, NC>(g, plan, nb, zs, slots, cache, |row, b| {
-        // Q_c = Σ m_s P_s and Q′_c = Σ m_s P′_s over the functions of channel c.
-        let mut q = [[T::ZERO; W]; NC];
-        let mut qp = [[T::ZERO; W]; NC];
-        for (s, &ms) in m.iter().enumerate().take(plan.n) {
-            let (c, zeta, lambda) = plan.function(s);
-            let raw: [T; W] = lanes!(l => T::ONE + lambda * b.cos[l]);
-            let base = lanes!(l => raw[l].max(T::ZERO));
-            let pm1 = powu(base, zeta - 1);
-            let scale = ms * T::from_usize(zeta as usize) * lambda;
-            if let (Some(q), Some(qp)) = (q.get_mut(c), qp.get_mut(c)) {
-                // P′ = ζλ base^(ζ−1), zero where the pair is clipped (base ≤ 0), as in the
-                // reference kernel.
-                *q = lanes!(l => q[l] + ms * pm1[l] * base[l]);
-                *qp = lanes!(l => qp[l] + if raw[l] > T::ZERO { scale * pm1[l] } else { T::ZERO });
-            }
-        }
         let mut a = [[T::ZERO; W]; 4];
         for c in 0..live::<T, NC>(plan) {
             let (hj, dhj) = (row.h[c], row.dh[c]);
-            let (q, qp) = (&q[c], &qp[c]);
+            let (q, qp) = &poly.eval(c, &b.cos);
             let (hk, dhk, hjk, dhjk) = (&b.h[c], &b.dh[c], &b.hjk[c], &b.dhjk[c]);
             a[0] = lanes!(l => a[0][l] + q[l] * dhj * hk[l] * hjk[l]);
             a[1] = lanes!(l => a[1][l] + q[l] * hj * dhk[l] * hjk[l]);
@@ -2216,18 +2203,29 @@ mod tests {
         One,
     }
 
-    /// Parameter lanes (η, r_s, ζ, λ) of `n` functions with ζ ∈ {1, 2, 4, 16}, or all ζ = 1
-    /// (`zeta_one`: the moment path of the wide kind).
-    fn params<T: Real>(n: usize, angular: bool, channels: Channels, zeta_one: bool) -> [Vec<T>; 4] {
+    /// The ζ of the test groups' functions (function s has the (s mod 4)-th).
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum Zetas {
+        /// 1, 2, 4, 16: with three channels, polynomials of degree 16, 2 and 4 in the force
+        /// passes (`narrow::Poly`).
+        Low,
+        /// 1, 2, 6, 24: degrees 24 (the general Horner loop), 2 and 6.
+        High,
+        /// All 1 (the moment path of the wide kind; degree 1).
+        One,
+    }
+
+    /// Parameter lanes (η, r_s, ζ, λ) of `n` functions.
+    fn params<T: Real>(n: usize, angular: bool, channels: Channels, zetas: Zetas) -> [Vec<T>; 4] {
         let (eta, rs) = match channels {
             Channels::Three => ([0.01, 0.3, 0.07], [0.0, 0.0, 1.1]),
             Channels::Shared => ([0.01, 0.03, 0.07], [0.0; 3]),
             Channels::One => ([0.03; 3], [0.0; 3]),
         };
-        let zeta = if zeta_one {
-            [1.0; 4]
-        } else {
-            [1.0, 2.0, 4.0, 16.0]
+        let zeta = match zetas {
+            Zetas::Low => [1.0, 2.0, 4.0, 16.0],
+            Zetas::High => [1.0, 2.0, 6.0, 24.0],
+            Zetas::One => [1.0; 4],
         };
         let f = |x: f64| T::from_f64(x);
         [
@@ -2290,11 +2288,11 @@ mod tests {
             .into_iter()
             .flat_map(|k| modes.map(|c| (k, c)))
             .filter(|(k, c)| k.is_angular() || *c != Channels::One)
-            .flat_map(|(k, c)| [(k, c, false), (k, c, true)])
-            .filter(|(k, _, one)| k.is_angular() || !one);
-        for (kind, channels, zeta_one) in cases {
+            .flat_map(|(k, c)| [Zetas::Low, Zetas::High, Zetas::One].map(|z| (k, c, z)))
+            .filter(|(k, _, z)| k.is_angular() || *z == Zetas::Low);
+        for (kind, channels, zetas) in cases {
             let shared = channels == Channels::Shared;
-            let p = params::<T>(n, kind.is_angular(), channels, zeta_one);
+            let p = params::<T>(n, kind.is_angular(), channels, zetas);
             let lanes: Vec<T> = p.iter().take(kind.n_params()).flatten().copied().collect();
             for ck in CutoffKind::ALL {
                 for (e1, e2) in [(0, 0), (1, 2), (2, 2)] {
@@ -2313,9 +2311,8 @@ mod tests {
                         plan.eta0 > T::ZERO,
                         shared && kind.is_angular() && !plan.moments
                     );
-                    assert_eq!(plan.moments, kind == AngularWide && zeta_one);
-                    let what =
-                        format!("{kind:?} {ck:?} ({e1}, {e2}) W {W} {channels:?} ζ=1 {zeta_one}");
+                    assert_eq!(plan.moments, kind == AngularWide && zetas == Zetas::One);
+                    let what = format!("{kind:?} {ck:?} ({e1}, {e2}) W {W} {channels:?} {zetas:?}");
                     let (lanes_nb, mut work) = nb.lanes();
                     // Values.
                     let (mut want, mut got) = (vec![T::ZERO; n], vec![T::ZERO; n]);
@@ -2435,7 +2432,7 @@ mod tests {
         let index: Vec<u8> = (0..n as u32).flat_map(|s| s.to_le_bytes()).collect();
         let m: Vec<T> = (0..n).map(|s| T::from_f64(0.35 - 0.1 * s as f64)).collect();
         let lanes = |c: Channels| -> Vec<T> {
-            let p = params::<T>(n, true, c, false);
+            let p = params::<T>(n, true, c, Zetas::Low);
             p.iter().take(4).flatten().copied().collect()
         };
         let (three, shared) = (lanes(Channels::Three), lanes(Channels::Shared));

@@ -76,7 +76,8 @@ impl<T: Real> Functions<T> {
 /// Degree + 1 of the force pass's channel polynomials at most.
 const MAX_TERMS: usize = MAX_ZETA as usize + 1;
 
-/// The force pass's angular factors as polynomials in cos θ, one per channel:
+/// The force passes' angular factors as polynomials in cos θ, one per channel (this module's
+/// and the wide kinds' in [`super::angular_forces`]):
 /// Q_c(x) = Σ_{s∈c} m_s (1 + λ_s x)^ζ_s = Σ_n q_c,n xⁿ, with q_c,n = Σ_s m_s C(ζ_s, n) λ_sⁿ, and
 /// its derivative Q′_c. A pair then costs one Horner evaluation per channel (four steps for the
 /// water model's ζ ≤ 4) instead of a power and four products per function.
@@ -86,7 +87,7 @@ const MAX_TERMS: usize = MAX_ZETA as usize + 1;
 /// term is |m_s| (1 + |x|)^ζ_s. The functions' clip at 1 + λx < 0 is left out: with λ = ±1 it
 /// only acts on cos θ rounded beyond ±1, where the terms are of order ε, and where cos θ = −λ
 /// exactly (j and k opposite) the gradient of cos θ is zero.
-struct Poly<T> {
+pub(super) struct Poly<T> {
     /// Degree of each channel's polynomial (its largest ζ; 0 for channels without functions).
     deg: [usize; MAX_CHANNELS],
     coef: [[T; MAX_TERMS]; MAX_CHANNELS],
@@ -95,7 +96,7 @@ struct Poly<T> {
 impl<T: Real> Poly<T> {
     /// The polynomials of `plan`'s functions weighted by `m` (dE/dG per function), channels
     /// below `channels`.
-    fn new(plan: &Plan<T>, channels: usize, m: &[T]) -> Self {
+    pub(super) fn new(plan: &Plan<T>, channels: usize, m: &[T]) -> Self {
         let mut p = Poly {
             deg: [0; MAX_CHANNELS],
             coef: [[T::ZERO; MAX_TERMS]; MAX_CHANNELS],
@@ -123,17 +124,23 @@ impl<T: Real> Poly<T> {
         p
     }
 
-    /// (Q_c(x), Q′_c(x)) per lane, by Horner's rule on both at once.
+    /// (Q_c(x), Q′_c(x)) per lane, by Horner's rule on both at once, with a constant number of
+    /// steps (so that they unroll) for degrees up to 16: 1, 2 and 4 exactly, 3 in 4 steps, 5–8 in
+    /// 8, 9–16 in 16. The extra leading steps run on zero coefficients and give exactly zero, so
+    /// the result has the bits of the degree's own steps (up to the sign of a zero polynomial).
+    /// Higher degrees take the loop. On n2p2's Cu2S model (ζ = 6) the 8 unrolled steps ran 4.6 %
+    /// (f64) and 8 % (f32) fewer instructions in all than the loop's 6.
     #[inline(always)]
-    fn eval<const W: usize>(&self, c: usize, x: &[T; W]) -> ([T; W], [T; W]) {
+    pub(super) fn eval<const W: usize>(&self, c: usize, x: &[T; W]) -> ([T; W], [T; W]) {
         let (Some(&deg), Some(coef)) = (self.deg.get(c), self.coef.get(c)) else {
             return ([T::ZERO; W], [T::ZERO; W]);
         };
-        // The common degrees with a constant degree (their loops unrolled), the rest as they are.
         match deg {
-            1 => horner(coef, x, 1),
+            0 | 1 => horner(coef, x, 1),
             2 => horner(coef, x, 2),
-            4 => horner(coef, x, 4),
+            3 | 4 => horner(coef, x, 4),
+            5..=8 => horner(coef, x, 8),
+            9..=16 => horner(coef, x, 16),
             _ => horner(coef, x, deg),
         }
     }
