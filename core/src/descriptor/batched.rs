@@ -141,6 +141,7 @@ macro_rules! rows {
 }
 
 mod narrow;
+mod poly;
 
 /// What the batched kernels need to know about a group, decoded once per group and call.
 #[derive(Clone, Copy)]
@@ -1508,8 +1509,8 @@ fn angular_forces_nc<T: Real, const W: usize, const NC: usize>(
         return narrow::forces::<T, W, NC>(g, plan, nb, zs, slots, cache, m, work);
     }
     // Q_c = Σ m_s P_s and Q′_c = Σ m_s P′_s over the functions of channel c, as one polynomial
-    // in cos θ per channel (see `narrow::Poly`).
-    let poly = narrow::Poly::new(plan, live::<T, NC>(plan), m);
+    // in cos θ per channel (see `poly::Poly`).
+    let poly = poly::Poly::new(plan, live::<T, NC>(plan), m);
     for_each_batch::<T, W, NC>(g, plan, nb, zs, slots, cache, |row, b| {
         let mut a = [[T::ZERO; W]; 4];
         for c in 0..live::<T, NC>(plan) {
@@ -2214,7 +2215,7 @@ mod tests {
     #[derive(Clone, Copy, Debug, PartialEq)]
     enum Zetas {
         /// 1, 2, 4, 16: with three channels, polynomials of degree 16, 2 and 4 in the force
-        /// passes (`narrow::Poly`).
+        /// passes (`poly::Poly`).
         Low,
         /// 1, 2, 6, 24: degrees 24 (the general Horner loop), 2 and 6.
         High,
