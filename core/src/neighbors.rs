@@ -829,33 +829,8 @@ impl<'w, T: Real> CellList<'w, T> {
                 let a = self.start.get(key).copied().unwrap_or(0) as usize;
                 let z = self.start.get(key + count).copied().unwrap_or(0) as usize;
                 let n = z.saturating_sub(a);
-                if len + n > cap {
+                if len + n > cap || !self.copy_images(a..z, cand, len, d) {
                     return false;
-                }
-                let sh = match d {
-                    [x, y, z] => [*x, *y, *z],
-                    _ => [T::ZERO; 3],
-                };
-                let lanes = [
-                    (self.x.get(a..z), cand.x.get_mut(len..len + n), sh[0]),
-                    (self.y.get(a..z), cand.y.get_mut(len..len + n), sh[1]),
-                    (self.z.get(a..z), cand.z.get_mut(len..len + n), sh[2]),
-                ];
-                for (src, dst, s) in lanes {
-                    let (Some(src), Some(dst)) = (src, dst) else {
-                        return false;
-                    };
-                    // The image position, rounded as `scan` rounds it.
-                    for (o, &x) in dst.iter_mut().zip(src) {
-                        *o = x + s;
-                    }
-                }
-                let (Some(src), Some(dst)) = (self.atom.get(a..z), cand.j.get_mut(len..len + n))
-                else {
-                    return false;
-                };
-                for (o, &j) in dst.iter_mut().zip(src) {
-                    *o = j;
                 }
                 len += n;
             }
@@ -866,6 +841,82 @@ impl<'w, T: Real> CellList<'w, T> {
             }
         }
         cand.ok = true;
+        true
+    }
+
+    /// Copies the cell-list slots `span` into the candidate lanes from `at` on: image positions
+    /// r_j + `shift` (rounded as [`CellList::scan`] rounds them) and atom indices. A span holds
+    /// a few atoms (~4 on n2p2's water box), so it is copied in whole blocks of
+    /// [`SCAN_BLOCK`] where both sides have room: a block's lanes past the span's end are
+    /// written too, and are overwritten by the next span or lie past the last candidate
+    /// (never read). `false` when the lanes are too short.
+    #[inline(always)]
+    fn copy_images(
+        &self,
+        span: core::ops::Range<usize>,
+        cand: &mut Candidates<'_, T>,
+        at: usize,
+        shift: &[T],
+    ) -> bool {
+        let sh = match shift {
+            [x, y, z] => [*x, *y, *z],
+            _ => [T::ZERO; 3],
+        };
+        let n = span.len();
+        let mut o = 0usize;
+        while o < n {
+            let (a, to) = (span.start + o, at + o);
+            let src = (
+                block(self.x, a),
+                block(self.y, a),
+                block(self.z, a),
+                block(self.atom, a),
+            );
+            let dst = (
+                block_mut(cand.x, to),
+                block_mut(cand.y, to),
+                block_mut(cand.z, to),
+                block_mut(cand.j, to),
+            );
+            if let (
+                (Some(sx), Some(sy), Some(sz), Some(sj)),
+                (Some(dx), Some(dy), Some(dz), Some(dj)),
+            ) = (src, dst)
+            {
+                // (By value: the compiler cannot tell that the lanes do not overlap the cell
+                // list, and copied element by element.)
+                *dx = sx.map(|x| x + sh[0]);
+                *dy = sy.map(|y| y + sh[1]);
+                *dz = sz.map(|z| z + sh[2]);
+                *dj = *sj;
+                o += SCAN_BLOCK;
+                continue;
+            }
+            // Near the end of the cell list or of the lanes: one at a time.
+            for (a, to) in (span.start + o..span.end).zip(at + o..) {
+                let src = (
+                    self.x.get(a),
+                    self.y.get(a),
+                    self.z.get(a),
+                    self.atom.get(a),
+                );
+                let dst = (
+                    cand.x.get_mut(to),
+                    cand.y.get_mut(to),
+                    cand.z.get_mut(to),
+                    cand.j.get_mut(to),
+                );
+                let (
+                    (Some(&x), Some(&y), Some(&z), Some(&j)),
+                    (Some(ox), Some(oy), Some(oz), Some(oj)),
+                ) = (src, dst)
+                else {
+                    return false;
+                };
+                (*ox, *oy, *oz, *oj) = (x + sh[0], y + sh[1], z + sh[2], j);
+            }
+            break;
+        }
         true
     }
 
@@ -904,82 +955,67 @@ impl<'w, T: Real> CellList<'w, T> {
         let mut start = [0usize; MAX_SPECIES + 1];
         let mut from = 0usize;
         // The scan records only which candidates are kept (their positions in `cand`, in the
-        // staging lane `tmp_index`, unused on this path), a block of eight at a time; the
-        // kept ones' displacements, distances and atom indices are then filled in one pass.
-        // About three candidates in four are dropped.
+        // staging lane `tmp_index`, unused on this path); the kept ones' displacements,
+        // distances and atom indices are then filled in one pass. About three candidates in
+        // four are dropped.
         let picks = &mut *set.tmp_index;
-        for (e, first) in start.iter_mut().enumerate().skip(1) {
+        for (e, first) in start.iter_mut().enumerate().skip(1).take(self.n_species) {
             let to = cand.start.get(e).copied().unwrap_or(from).max(from);
             let span = from..to;
-            let base = from as u32;
             from = to;
             let xs = cand.x.get(span.clone()).unwrap_or(&[]);
             let ys = cand.y.get(span.clone()).unwrap_or(&[]);
             let zs = cand.z.get(span.clone()).unwrap_or(&[]);
-            let js = cand.j.get(span).unwrap_or(&[]);
-            // Blocks of `SCAN_BLOCK` candidates: squared distances as lane arrays
-            // (vectorised), then the kept ones' positions packed without a branch; the last,
-            // partial block one candidate at a time.
-            let blocks = xs
-                .chunks_exact(SCAN_BLOCK)
-                .zip(ys.chunks_exact(SCAN_BLOCK))
-                .zip(zs.chunks_exact(SCAN_BLOCK))
-                .zip(js.chunks_exact(SCAN_BLOCK));
-            let whole = xs.len() / SCAN_BLOCK * SCAN_BLOCK;
-            let mut c = base;
-            for (((bx, by), bz), bj) in blocks {
-                let mut r2 = [T::ZERO; SCAN_BLOCK];
-                // As in `scan`: the image position (gathered) less the centre.
-                for (((o, &x), &y), &z) in r2.iter_mut().zip(bx).zip(by).zip(bz) {
+            let js = cand.j.get(span.clone()).unwrap_or(&[]);
+            // Chunks of `SCAN_CHUNK` candidates: first a flag byte per candidate (a plain loop
+            // over the lanes, which the compiler vectorises whole), then the flags eight at a
+            // time as one word, the kept lanes' positions packed by table: one block store,
+            // no branch.
+            let chunks = xs
+                .chunks(SCAN_CHUNK)
+                .zip(ys.chunks(SCAN_CHUNK))
+                .zip(zs.chunks(SCAN_CHUNK))
+                .zip(js.chunks(SCAN_CHUNK));
+            for ((((cx, cy), cz), cj), c0) in chunks.zip(span.step_by(SCAN_CHUNK)) {
+                let mut flags = [0u8; SCAN_CHUNK];
+                for (((f, &x), &y), &z) in flags.iter_mut().zip(cx).zip(cy).zip(cz) {
+                    // As in `scan`: the image position (gathered) less the centre.
                     let (dx, dy, dz) = (x - pos[0], y - pos[1], z - pos[2]);
-                    *o = dx * dx + dy * dy + dz * dz;
+                    let r2 = dx * dx + dy * dy + dz * dz;
+                    *f = u8::from(kept(r2, rc2)) | u8::from(r2 == T::ZERO) << 1;
                 }
-                // Zero distance: only the central atom itself (an image of it is a lattice
-                // vector away). One well-predicted test per block.
-                if r2.contains(&T::ZERO) {
-                    for (&r, &j) in r2.iter().zip(bj) {
-                        if r == T::ZERO && j != own {
-                            return Err(ComputeError::OverlappingAtoms {
-                                i: at.atom,
-                                j: j as usize,
-                            });
+                let words = flags.chunks_exact(SCAN_BLOCK).zip(cj.chunks(SCAN_BLOCK));
+                for ((w, bj), c) in words.zip((c0 as u32..).step_by(SCAN_BLOCK)) {
+                    let word = u64::from_le_bytes(w.try_into().unwrap_or([0; SCAN_BLOCK]));
+                    // Zero distance: only the central atom itself (an image of it is a
+                    // lattice vector away). One well-predicted test per block.
+                    if word & ZERO_FLAGS != 0 {
+                        for (&f, &j) in w.iter().zip(bj) {
+                            if f & 2 != 0 && j != own {
+                                return Err(ComputeError::OverlappingAtoms {
+                                    i: at.atom,
+                                    j: j as usize,
+                                });
+                            }
+                        }
+                    }
+                    let mask = lane_mask(word);
+                    if let Some(out) = block_mut(picks, len) {
+                        let lanes = PACKED_LANES.get(mask as usize).copied().unwrap_or(0);
+                        for (o, b) in out.iter_mut().zip(lanes.to_le_bytes()) {
+                            *o = c + u32::from(b);
+                        }
+                        len += mask.count_ones() as usize;
+                    } else {
+                        // Near (or past) the capacity: one at a time, counting past it.
+                        for (l, &f) in (0u32..).zip(w) {
+                            if let Some(o) = picks.get_mut(len) {
+                                *o = c + l;
+                            }
+                            len += usize::from(f & 1);
                         }
                     }
                 }
-                // The kept lanes (within the cutoff, off the centre) as a bit mask, and their
-                // lane numbers packed to the front by table: one block store, no branch.
-                let mut mask = 0u32;
-                for (l, &r) in r2.iter().enumerate() {
-                    mask |= u32::from(kept(r, rc2)) << l;
-                }
-                if let Some(out) = window(picks, len) {
-                    let lanes = PACKED_LANES.get(mask as usize).copied().unwrap_or(0);
-                    for (o, b) in out.iter_mut().zip(lanes.to_le_bytes()) {
-                        *o = c + u32::from(b);
-                    }
-                    len += mask.count_ones() as usize;
-                } else {
-                    // Near (or past) the capacity: one at a time, counting past it.
-                    for (l, &r) in (0u32..).zip(&r2) {
-                        pick(picks, &mut len, c + l, r, rc2);
-                    }
-                }
-                c += SCAN_BLOCK as u32;
-            }
-            let rest = xs.iter().zip(ys).zip(zs).zip(js).skip(whole);
-            for (((&xj, &yj), &zj), &j) in rest {
-                let dx = xj - pos[0];
-                let dy = yj - pos[1];
-                let dz = zj - pos[2];
-                let r2 = dx * dx + dy * dy + dz * dz;
-                if r2 == T::ZERO && j != own {
-                    return Err(ComputeError::OverlappingAtoms {
-                        i: at.atom,
-                        j: j as usize,
-                    });
-                }
-                pick(picks, &mut len, c, r2, rc2);
-                c += 1;
             }
             if len > capacity {
                 return Err(ComputeError::NeighborOverflow {
@@ -987,6 +1023,10 @@ impl<'w, T: Real> CellList<'w, T> {
                     capacity,
                 });
             }
+            *first = len;
+        }
+        // Species the model does not have: empty ranges at the end.
+        for first in start.iter_mut().skip(self.n_species + 1) {
             *first = len;
         }
         let slots = set
@@ -1307,11 +1347,33 @@ const _: () = assert!(
     "PACKED_LANES holds 8 lane numbers per mask"
 );
 
-/// Lanes `at..at + SCAN_BLOCK` of `v` as an array (`None` when `v` is shorter).
+/// Lanes `at..at + SCAN_BLOCK` of `v` as a mutable array (`None` when `v` is shorter).
 #[inline(always)]
-fn window<X>(v: &mut [X], at: usize) -> Option<&mut [X; SCAN_BLOCK]> {
+fn block_mut<X>(v: &mut [X], at: usize) -> Option<&mut [X; SCAN_BLOCK]> {
     v.get_mut(at..at + SCAN_BLOCK)
         .and_then(|w| <&mut [X; SCAN_BLOCK]>::try_from(w).ok())
+}
+
+/// Lanes `at..at + SCAN_BLOCK` of `v` as an array (`None` when `v` is shorter).
+#[inline(always)]
+fn block<X>(v: &[X], at: usize) -> Option<&[X; SCAN_BLOCK]> {
+    v.get(at..at + SCAN_BLOCK)
+        .and_then(|w| <&[X; SCAN_BLOCK]>::try_from(w).ok())
+}
+
+/// Candidates per chunk of [`CellList::neighbors_at`]'s scan (a multiple of [`SCAN_BLOCK`]).
+const SCAN_CHUNK: usize = 64;
+const _: () = assert!(SCAN_CHUNK % SCAN_BLOCK == 0);
+
+/// The zero-distance flags (bit 1) of a word of eight scan flag bytes.
+const ZERO_FLAGS: u64 = 0x0202_0202_0202_0202;
+
+/// The kept flags (bit 0) of a word of eight scan flag bytes, byte l's as bit l: gathered
+/// into the top byte by one multiplication (byte l of the multiplier is 2^(7 − l); the
+/// partial products do not overlap).
+#[inline(always)]
+fn lane_mask(word: u64) -> u32 {
+    ((word & 0x0101_0101_0101_0101).wrapping_mul(0x0102_0408_1020_4080) >> 56) as u32
 }
 
 /// Whether a candidate at squared distance `r2` is a neighbour: within the cutoff and not the
@@ -1319,17 +1381,6 @@ fn window<X>(v: &mut [X], at: usize) -> Option<&mut [X; SCAN_BLOCK]> {
 #[inline(always)]
 fn kept<T: Real>(r2: T, rc2: T) -> bool {
     r2 <= rc2 && r2 > T::ZERO
-}
-
-/// Writes candidate position `c` (squared distance `r2`) into slot `*len` of `picks` and
-/// advances `*len` when it is within the cutoff and off the centre; past the end it only
-/// counts.
-#[inline(always)]
-fn pick<T: Real>(picks: &mut [u32], len: &mut usize, c: u32, r2: T, rc2: T) {
-    if let Some(o) = picks.get_mut(*len) {
-        *o = c;
-    }
-    *len += usize::from(kept(r2, rc2));
 }
 
 /// An atom as [`CellList::visit`] yields it.
@@ -1643,6 +1694,24 @@ mod tests {
             assert!(seen.iter().all(|&s| s), "every atom visited once");
             assert_eq!(list.visit(0..n).count(), n);
         }
+        // A neighbour set just large enough: the scan's last blocks take the one-at-a-time
+        // path near its capacity, with the same results.
+        let most = (0..n)
+            .map(|i| {
+                list.neighbors_of(i, &mut other).unwrap();
+                other.len()
+            })
+            .max()
+            .unwrap_or(0);
+        let (mut nr3, mut ni3) = (vec![0.0; 12 * most], vec![0u32; 3 * most]);
+        let mut tight = NeighborSet::new(most, &mut nr3, &mut ni3).unwrap();
+        let (mut cr, mut ci) = (vec![0.0; 3 * 4 * cap], vec![0u32; 4 * cap]);
+        let mut cand = Candidates::new(4 * cap, &mut cr, &mut ci);
+        for at in list.visit(0..n) {
+            list.neighbors_at(at, &mut tight, &mut cand).unwrap();
+            list.neighbors_of(at.atom, &mut other).unwrap();
+            assert_eq!(bits(&tight), bits(&other), "atom {} (tight)", at.atom);
+        }
     }
 
     fn random(n: usize, box_: [f64; 3], seed: u64) -> (Vec<[f64; 3]>, Vec<u8>) {
@@ -1708,6 +1777,25 @@ mod tests {
                 bytes[want.len()..].iter().all(|&b| b == 0),
                 "mask {mask:#010b}"
             );
+        }
+    }
+
+    #[test]
+    fn lane_mask_gathers_the_kept_flags() {
+        for mask in 0u32..1 << SCAN_BLOCK {
+            for zeros in [0u8, 0b1010_0110, 0xff] {
+                let mut bytes = [0u8; SCAN_BLOCK];
+                for (l, b) in bytes.iter_mut().enumerate() {
+                    *b = (mask >> l & 1) as u8 | (zeros >> l & 1) << 1;
+                }
+                let word = u64::from_le_bytes(bytes);
+                assert_eq!(
+                    lane_mask(word),
+                    mask,
+                    "mask {mask:#010b}, zeros {zeros:#010b}"
+                );
+                assert_eq!(word & ZERO_FLAGS != 0, zeros != 0);
+            }
         }
     }
 
