@@ -1,8 +1,9 @@
 //! The narrow angular kinds (n2p2 types 3 and 13) on hosts (`W` > 1 lanes): the pairs of
 //! [`super::for_each_row`] in batches of `W`, their r_jk factors ([`super::Jk`]) stored in the
 //! pair cache by the value pass and read back by the force pass, the same sums as the one-lane
-//! kernels and the plain reference twins (tested against both by the twin tests of
-//! [`super`]).
+//! kernels and the plain reference twins up to rounding (tested against both by the twin tests
+//! of [`super`]): both passes expand (1 + λ cos θ)^ζ in powers of cos θ, the value pass for
+//! channels with ζ ≤ [`MOMENT_DEGREE`] (moments), the force pass always ([`Poly`]).
 //!
 //! They are organised for registers. A generic walk that builds a whole batch (u_k, 1/r_k, h_k,
 //! h′_k, h_jk, h′_jk for every channel) before its visitor runs holds ~50 vectors with four
@@ -30,6 +31,8 @@ struct Functions<T> {
     lambda: [T; MAX_FUNCTIONS],
     /// End of channel c's entries.
     end: [usize; MAX_CHANNELS],
+    /// Largest ζ of channel c's functions.
+    deg: [u32; MAX_CHANNELS],
 }
 
 impl<T: Real> Functions<T> {
@@ -39,6 +42,7 @@ impl<T: Real> Functions<T> {
             zeta: [1; MAX_FUNCTIONS],
             lambda: [T::ONE; MAX_FUNCTIONS],
             end: [0; MAX_CHANNELS],
+            deg: [0; MAX_CHANNELS],
         };
         let n = plan.n.min(MAX_FUNCTIONS);
         let mut i = 0;
@@ -55,11 +59,23 @@ impl<T: Real> Functions<T> {
                     *x = s as u8;
                     (*z, *l) = (zeta, lambda);
                     i += 1;
+                    if let Some(d) = f.deg.get_mut(c) {
+                        *d = (*d).max(zeta);
+                    }
                 }
             }
             *end = i;
         }
         f
+    }
+
+    /// Whether channel c's values come from its moments ([`MOMENT_DEGREE`]): ζ small enough,
+    /// and more than one function or ζ = 1 (one function with a higher power costs less on
+    /// its own: 2ζ + 1 operations per pair for its moments against 4 + about log₂ ζ).
+    #[inline(always)]
+    fn by_moments(&self, c: usize) -> bool {
+        let deg = self.deg.get(c).copied().unwrap_or(u32::MAX) as usize;
+        deg <= MOMENT_DEGREE && (deg <= 1 || self.of(c).len() > 1)
     }
 
     /// Entries of channel c.
@@ -159,6 +175,77 @@ fn cos<T: Real, const W: usize, const NC: usize>(
     (cos, uk)
 }
 
+/// Highest ζ of a channel whose values the value pass takes from moments: per channel c the
+/// sums M_c,n = Σ h_j h_k h_jk cosⁿθ (n ≤ the channel's largest ζ), and at the end each
+/// function's value Σ_n C(ζ, n) λⁿ M_c,n. Per pair a multiplication and a sum per power
+/// instead of a power and a sum per function. The binomial terms cancel by at most
+/// C(4, 2) = 6 (λ = −1), a few ulp; larger ζ (C(16, 8) = 12 870) take the direct powers.
+const MOMENT_DEGREE: usize = 4;
+
+/// Per-lane compensated sums of M_c,n (see [`MOMENT_DEGREE`]) for `NC` channels.
+struct Moments<T, const W: usize, const NC: usize> {
+    sum: [[[T; W]; MOMENT_DEGREE + 1]; NC],
+    comp: [[[T; W]; MOMENT_DEGREE + 1]; NC],
+}
+
+impl<T: Real, const W: usize, const NC: usize> Moments<T, W, NC> {
+    fn new() -> Self {
+        Moments {
+            sum: [[[T::ZERO; W]; MOMENT_DEGREE + 1]; NC],
+            comp: [[[T::ZERO; W]; MOMENT_DEGREE + 1]; NC],
+        }
+    }
+
+    /// Adds hh·cosⁿ for n = 0..=deg to channel c's sums.
+    #[inline(always)]
+    fn add(&mut self, c: usize, deg: u32, hh: [T; W], cos: &[T; W]) {
+        let (Some(sum), Some(comp)) = (self.sum.get_mut(c), self.comp.get_mut(c)) else {
+            return;
+        };
+        let mut t = hh;
+        for (n, (s, k)) in sum.iter_mut().zip(comp.iter_mut()).enumerate() {
+            if n > deg as usize {
+                break;
+            }
+            if n > 0 {
+                t = lanes!(l => t[l] * cos[l]);
+            }
+            for ((s, k), v) in s.iter_mut().zip(k.iter_mut()).zip(t) {
+                super::add(s, k, v);
+            }
+        }
+    }
+
+    /// Adds to `acc` each moment channel's function values Σ_n C(ζ, n) λⁿ M_c,n.
+    fn reduce(&self, fns: &Functions<T>, acc: &mut [T]) {
+        for (c, (sum, comp)) in self.sum.iter().zip(&self.comp).enumerate() {
+            if !fns.by_moments(c) {
+                continue;
+            }
+            let mut m = [T::ZERO; MOMENT_DEGREE + 1];
+            for ((m, s), k) in m.iter_mut().zip(sum).zip(comp) {
+                for (&x, &y) in s.iter().zip(k) {
+                    *m += x - y;
+                }
+            }
+            for i in fns.of(c) {
+                let s = usize::from(fns.s.get(i).copied().unwrap_or(0));
+                let zeta = fns.zeta.get(i).copied().unwrap_or(1) as usize;
+                let lambda = fns.lambda.get(i).copied().unwrap_or(T::ONE);
+                // C(ζ, n) λⁿ term by term (exact: small integers, λ = ±1).
+                let (mut b, mut v) = (T::ONE, T::ZERO);
+                for (n, &mn) in m.iter().enumerate().take(zeta + 1) {
+                    v += b * mn;
+                    b = b * lambda * T::from_usize(zeta - n) / T::from_usize(n + 1);
+                }
+                if let Some(a) = acc.get_mut(s) {
+                    *a += v;
+                }
+            }
+        }
+    }
+}
+
 /// The value pass.
 struct Values<'a, 'c, 's, T, const W: usize, const NC: usize> {
     g: &'a Group<'a, T>,
@@ -167,6 +254,7 @@ struct Values<'a, 'c, 's, T, const W: usize, const NC: usize> {
     slots: SlotView<'s, T, NC>,
     cache: &'a mut PairCache<'c, T>,
     sums: LaneSums<T, W>,
+    moments: Moments<T, W, NC>,
 }
 
 impl<T: Real, const W: usize, const NC: usize> Visit<T, W, NC> for Values<'_, '_, '_, T, W, NC> {
@@ -186,6 +274,11 @@ impl<T: Real, const W: usize, const NC: usize> Visit<T, W, NC> for Values<'_, '_
             put(rec, 2 + 2 * c, dhjk);
             let hk = load_raw::<T, W>(self.slots.h[c], k);
             let hh = lanes!(l => row.h[c] * hk[l] * hjk[l]);
+            if self.fns.by_moments(c) {
+                let deg = self.fns.deg.get(c).copied().unwrap_or(0);
+                self.moments.add(c, deg, hh, &cos);
+                continue;
+            }
             for i in self.fns.of(c) {
                 let s = usize::from(self.fns.s.get(i).copied().unwrap_or(0));
                 let zeta = self.fns.zeta.get(i).copied().unwrap_or(1);
@@ -217,9 +310,11 @@ pub(super) fn values<T: Real, const W: usize, const NC: usize>(
         slots: view,
         cache,
         sums: LaneSums::new(),
+        moments: Moments::new(),
     };
     walk::<T, W, NC>(g, nb, zs, &view, &mut v);
     v.sums.reduce(acc);
+    v.moments.reduce(&v.fns, acc);
 }
 
 /// The force pass.
