@@ -71,11 +71,13 @@ impl<T: Real> Functions<T> {
 
     /// Whether channel c's values come from its moments ([`MOMENT_DEGREE`]): ζ small enough,
     /// and more than one function or ζ = 1 (one function with a higher power costs less on
-    /// its own: 2ζ + 1 operations per pair for its moments against 4 + about log₂ ζ).
+    /// its own: 2ζ + 1 operations per pair for its moments against 4 + about log₂ ζ). Not for
+    /// a channel without functions (padding up to `NC`).
     #[inline(always)]
     fn by_moments(&self, c: usize) -> bool {
         let deg = self.deg.get(c).copied().unwrap_or(u32::MAX) as usize;
-        deg <= MOMENT_DEGREE && (deg <= 1 || self.of(c).len() > 1)
+        let n = self.of(c).len();
+        deg <= MOMENT_DEGREE && n > 0 && (deg <= 1 || n > 1)
     }
 
     /// Entries of channel c.
