@@ -7,8 +7,10 @@
 //! 8640-atom box (Bohr in the files, converted to Å). The large box is opt-in because criterion's
 //! minimum of ten samples at several seconds per call would take the run past three minutes.
 //! `compute` times `Model::compute` (cell list, neighbours, descriptors, networks, forces and
-//! virial); `neighbors` times the cell list and every atom's neighbour search and nothing else
-//! (`Model::cell_list`, `CellList::neighbors_of`). Workspaces are allocated outside the loop.
+//! virial); `neighbors` times the cell list and every atom's neighbour search and nothing else,
+//! in the visiting order and with the shared bin candidates of `Model::compute` and `mlff bench`
+//! (`Model::cell_list`, `Workspace::for_each_neighborhood`). Workspaces are allocated outside
+//! the loop.
 //!
 //! Reference data: `$MLFF_REFDATA` (default `../shared/data` relative to the workspace root; a
 //! relative value is resolved against the workspace root too, since `cargo bench` runs in the
@@ -28,7 +30,7 @@ use std::time::{Duration, Instant};
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main};
 use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput};
-use mlff_core::{Cell, CellListSize, ComputeError, Model, NeighborSet, Outputs, Real, System};
+use mlff_core::{Cell, CellListSize, ComputeError, Model, Outputs, Real, System};
 use mlff_core::{Workspace, WorkspaceSize};
 use mlff_train::n2p2::{import, Units, BOHR, HARTREE};
 use mlff_train::random::neighbor_capacity;
@@ -242,20 +244,19 @@ fn bench_neighbors<T: Real>(
     let size = CellListSize::new(model.n_species(), n);
     let (mut cr, mut ci) = (vec![T::ZERO; size.reals], vec![0u32; size.indices]);
     let cap = 2 * neighbor_capacity(s, model.cutoff().to_f64());
-    let (mut nr, mut ni) = (vec![T::ZERO; 12 * cap], vec![0u32; 3 * cap]);
-    let mut set = NeighborSet::new(cap, &mut nr, &mut ni).unwrap_or_else(|e| panic!("{e}"));
+    // The neighbour set and the bin candidates, without the descriptor scratch's pair cache.
+    let size = WorkspaceSize::minimal(&model.dims(), 0, cap).with_candidates();
+    let (mut wr, mut wi) = (vec![T::ZERO; size.reals], vec![0u32; size.indices]);
+    let mut ws = Workspace::new(&model, 0, cap, &mut wr, &mut wi)
+        .unwrap_or_else(|e| panic!("{id} workspace: {e}"));
     group.bench_function(id, |b| {
         b.iter(|| {
             let cells = model
                 .cell_list(&system, &mut cr, &mut ci)
                 .unwrap_or_else(|e| panic!("{id}: {e}"));
             let mut total = 0usize;
-            for atom in 0..n {
-                cells
-                    .neighbors_of(atom, &mut set)
-                    .unwrap_or_else(|e| panic!("{id}: {e}"));
-                total += set.len();
-            }
+            ws.for_each_neighborhood(&cells, 0..n, |_, set| total += set.len())
+                .unwrap_or_else(|e| panic!("{id}: {e}"));
             total
         })
     });

@@ -56,5 +56,5 @@ pub use error::ComputeError;
 pub use math::Real;
 pub use mlp::Activation;
 pub use model::{ChunkOutputs, Model, Outputs, Probe, Results, Stage, System};
-pub use neighbors::{CellList, CellListSize, NeighborSet};
+pub use neighbors::{CellList, CellListSize, NeighborSet, Visited};
 pub use workspace::{Workspace, WorkspaceSize};

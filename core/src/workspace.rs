@@ -38,7 +38,8 @@ use crate::descriptor::batched::{pair_cache_reals, slot_reals, ChannelMemo};
 use crate::error::ComputeError;
 use crate::math::Real;
 use crate::model::{Model, ModelDims};
-use crate::neighbors::{split, Candidates, CellListSize, NeighborSet, CANDIDATES_PER_SLOT};
+use crate::neighbors::CANDIDATES_PER_SLOT;
+use crate::neighbors::{split, Candidates, CellList, CellListSize, NeighborSet, Visited};
 use crate::neighbors::{CANDIDATE_REALS, NEIGHBOR_INDICES, NEIGHBOR_REALS};
 
 /// Extra bin keys allowed beyond one per atom and species (a small system still gets a 3×3×3
@@ -265,6 +266,31 @@ impl<'w, T: Real> Workspace<'w, T> {
     /// The neighbour set of the last evaluated atom.
     pub fn neighbors(&self) -> &NeighborSet<'w, T> {
         &self.neighbors
+    }
+
+    /// Searches the neighbours of the atoms at visiting positions `positions` of `cells`
+    /// ([`CellList::visit`]), in that order, as [`Model::compute`] does: the candidates of a
+    /// bin are gathered once for all its atoms (with [`WorkspaceSize::with_candidates`];
+    /// otherwise each atom is searched on its own). Calls `f` with each atom and its neighbour
+    /// set: the same neighbours, in the same order and with the same bits, as
+    /// [`CellList::neighbors_of`]. Stops at the first error (too many neighbours for the set,
+    /// overlapping atoms).
+    ///
+    /// [`CellList::visit`]: crate::CellList::visit
+    /// [`CellList::neighbors_of`]: crate::CellList::neighbors_of
+    pub fn for_each_neighborhood(
+        &mut self,
+        cells: &CellList<'_, T>,
+        positions: core::ops::Range<usize>,
+        mut f: impl FnMut(Visited, &NeighborSet<'w, T>),
+    ) -> Result<(), ComputeError> {
+        // `cells` may differ from the list of an earlier call.
+        self.candidates.forget();
+        for at in cells.visit(positions) {
+            cells.neighbors_at(at, &mut self.neighbors, &mut self.candidates)?;
+            f(at, &self.neighbors);
+        }
+        Ok(())
     }
 
     /// Raw features of the last evaluated atom (its species' `n_features` leading values).
