@@ -38,9 +38,8 @@ use crate::descriptor::batched::{pair_cache_reals, slot_reals, ChannelMemo};
 use crate::error::ComputeError;
 use crate::math::Real;
 use crate::model::{Model, ModelDims};
-use crate::neighbors::CANDIDATES_PER_SLOT;
 use crate::neighbors::{split, Candidates, CellList, CellListSize, NeighborSet, Visited};
-use crate::neighbors::{CANDIDATE_REALS, NEIGHBOR_INDICES, NEIGHBOR_REALS};
+use crate::neighbors::{CANDIDATES_PER_SLOT, CANDIDATE_REALS, NEIGHBOR_INDICES, NEIGHBOR_REALS};
 
 /// Extra bin keys allowed beyond one per atom and species (a small system still gets a 3×3×3
 /// grid).
