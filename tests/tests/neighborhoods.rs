@@ -1,9 +1,8 @@
 //! `Workspace::for_each_neighborhood`: the bin-ordered search of `Model::compute`, public, gives
 //! every atom the neighbour set of the atom-by-atom search, bit for bit.
 
-use mlff_core::{
-    Cell, CellListSize, ComputeError, Model, NeighborSet, System, Workspace, WorkspaceSize,
-};
+use mlff_core::{Cell, CellList, CellListSize, ComputeError, Model, NeighborSet, System};
+use mlff_core::{Workspace, WorkspaceSize};
 use mlff_tests::*;
 use mlff_train::writer::Precision;
 
@@ -18,6 +17,18 @@ fn listing(set: &NeighborSet<'_, f64>) -> Vec<(usize, u32, [u64; 4])> {
         }
     }
     v
+}
+
+/// `f` of the cell list of `s` for `model`.
+fn with_cells<R>(model: &Model<'_, f64>, s: &Sys, f: impl FnOnce(&CellList<'_, f64>) -> R) -> R {
+    let sys = System {
+        positions: &s.pos,
+        species: &s.species,
+        cell: s.cell,
+    };
+    let size = CellListSize::new(model.n_species(), s.pos.len());
+    let (mut cr, mut ci) = (vec![0.0; size.reals], vec![0u32; size.indices]);
+    f(&model.cell_list(&sys, &mut cr, &mut ci).unwrap())
 }
 
 #[test]
@@ -49,32 +60,26 @@ fn bin_ordered_search_matches_atom_by_atom() {
         };
         for s in [&first, &moved, &cube] {
             let n = s.pos.len();
-            let sys = System {
-                positions: &s.pos,
-                species: &s.species,
-                cell: s.cell,
-            };
-            let cs = CellListSize::new(model.n_species(), n);
-            let (mut cr, mut ci) = (vec![0.0; cs.reals], vec![0u32; cs.indices]);
-            let cells = model.cell_list(&sys, &mut cr, &mut ci).unwrap();
-            let mut seen = vec![0usize; n];
-            let mut found = 0usize;
-            ws.for_each_neighborhood(&cells, 0..n, |at, set| {
-                seen[at.atom] += 1;
-                found += set.len();
-                cells.neighbors_of(at.atom, &mut other).unwrap();
-                assert_eq!(listing(set), listing(&other), "atom {}", at.atom);
-            })
-            .unwrap();
-            assert!(seen.iter().all(|&c| c == 1), "every atom once");
-            assert!(found > 10 * n, "neighbours found: {found}");
-            // A part of the visiting order: those positions only.
-            let mut part = 0;
-            ws.for_each_neighborhood(&cells, 7..19, |_, _| part += 1)
+            with_cells(&model, s, |cells| {
+                let mut seen = vec![0usize; n];
+                let mut found = 0usize;
+                ws.for_each_neighborhood(cells, 0..n, |at, set| {
+                    seen[at.atom] += 1;
+                    found += set.len();
+                    cells.neighbors_of(at.atom, &mut other).unwrap();
+                    assert_eq!(listing(set), listing(&other), "atom {}", at.atom);
+                })
                 .unwrap();
-            assert_eq!(part, 12);
-            // Leave the first bin gathered: the next system starts there.
-            ws.for_each_neighborhood(&cells, 0..1, |_, _| ()).unwrap();
+                assert!(seen.iter().all(|&c| c == 1), "every atom once");
+                assert!(found > 10 * n, "neighbours found: {found}");
+                // A part of the visiting order: those positions only.
+                let mut part = 0;
+                ws.for_each_neighborhood(cells, 7..19, |_, _| part += 1)
+                    .unwrap();
+                assert_eq!(part, 12);
+                // Leave the first bin gathered: the next system starts there.
+                ws.for_each_neighborhood(cells, 0..1, |_, _| ()).unwrap();
+            });
         }
     }
 }
@@ -88,16 +93,10 @@ fn bin_ordered_search_reports_overflow() {
     let (mut wr, mut wi) = (vec![0.0; size.reals], vec![0u32; size.indices]);
     let mut ws = Workspace::new(&model, 0, nb, &mut wr, &mut wi).unwrap();
     let s = triclinic(60, 11.0, 3);
-    let sys = System {
-        positions: &s.pos,
-        species: &s.species,
-        cell: s.cell,
-    };
-    let cs = CellListSize::new(model.n_species(), s.pos.len());
-    let (mut cr, mut ci) = (vec![0.0; cs.reals], vec![0u32; cs.indices]);
-    let cells = model.cell_list(&sys, &mut cr, &mut ci).unwrap();
     let mut calls = 0;
-    let r = ws.for_each_neighborhood(&cells, 0..s.pos.len(), |_, _| calls += 1);
+    let r = with_cells(&model, &s, |cells| {
+        ws.for_each_neighborhood(cells, 0..s.pos.len(), |_, _| calls += 1)
+    });
     assert!(
         matches!(r, Err(ComputeError::NeighborOverflow { capacity: 4, .. })),
         "{r:?}"
