@@ -13,7 +13,7 @@
 //! the group's functions visited channel by channel so that a channel's weights stay in
 //! registers.
 
-use super::poly::Poly;
+use super::poly::{binomial_terms, Poly};
 use super::{
     for_each_row, live, load_raw, powu, squared_norms, Jk, LaneSums, PairCache, Plan, Record, Row,
     SlotView, MAX_CHANNELS, MAX_FUNCTIONS,
@@ -33,6 +33,11 @@ struct Functions<T> {
     end: [usize; MAX_CHANNELS],
     /// Largest ζ of channel c's functions.
     deg: [u32; MAX_CHANNELS],
+    /// Whether channel c's values come from its moments ([`MOMENT_DEGREE`]): ζ small enough,
+    /// and more than one function or ζ = 1 (one function with a higher power costs less on
+    /// its own: 2ζ + 1 operations per pair for its moments against 4 + about log₂ ζ). Not for
+    /// a channel without functions (padding up to `NC`).
+    moments: [bool; MAX_CHANNELS],
 }
 
 impl<T: Real> Functions<T> {
@@ -43,6 +48,7 @@ impl<T: Real> Functions<T> {
             lambda: [T::ONE; MAX_FUNCTIONS],
             end: [0; MAX_CHANNELS],
             deg: [0; MAX_CHANNELS],
+            moments: [false; MAX_CHANNELS],
         };
         let n = plan.n.min(MAX_FUNCTIONS);
         let mut i = 0;
@@ -66,18 +72,20 @@ impl<T: Real> Functions<T> {
             }
             *end = i;
         }
+        for c in 0..channels.min(MAX_CHANNELS) {
+            let deg = f.deg.get(c).copied().unwrap_or(u32::MAX) as usize;
+            let n = f.of(c).len();
+            if let Some(m) = f.moments.get_mut(c) {
+                *m = deg <= MOMENT_DEGREE && n > 0 && (deg <= 1 || n > 1);
+            }
+        }
         f
     }
 
-    /// Whether channel c's values come from its moments ([`MOMENT_DEGREE`]): ζ small enough,
-    /// and more than one function or ζ = 1 (one function with a higher power costs less on
-    /// its own: 2ζ + 1 operations per pair for its moments against 4 + about log₂ ζ). Not for
-    /// a channel without functions (padding up to `NC`).
+    /// Whether channel c's values come from its moments (see `moments`).
     #[inline(always)]
     fn by_moments(&self, c: usize) -> bool {
-        let deg = self.deg.get(c).copied().unwrap_or(u32::MAX) as usize;
-        let n = self.of(c).len();
-        deg <= MOMENT_DEGREE && n > 0 && (deg <= 1 || n > 1)
+        self.moments.get(c).copied().unwrap_or(false)
     }
 
     /// Entries of channel c.
@@ -234,11 +242,9 @@ impl<T: Real, const W: usize, const NC: usize> Moments<T, W, NC> {
                 let s = usize::from(fns.s.get(i).copied().unwrap_or(0));
                 let zeta = fns.zeta.get(i).copied().unwrap_or(1) as usize;
                 let lambda = fns.lambda.get(i).copied().unwrap_or(T::ONE);
-                // C(ζ, n) λⁿ term by term (exact: small integers, λ = ±1).
-                let (mut b, mut v) = (T::ONE, T::ZERO);
-                for (n, &mn) in m.iter().enumerate().take(zeta + 1) {
+                let mut v = T::ZERO;
+                for (&mn, b) in m.iter().zip(binomial_terms(zeta, lambda)) {
                     v += b * mn;
-                    b = b * lambda * T::from_usize(zeta - n) / T::from_usize(n + 1);
                 }
                 if let Some(a) = acc.get_mut(s) {
                     *a += v;

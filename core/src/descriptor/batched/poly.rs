@@ -41,14 +41,8 @@ impl<T: Real> Poly<T> {
             };
             let zeta = (zeta as usize).min(MAX_TERMS - 1);
             *deg = (*deg).max(zeta);
-            // m_s C(ζ, n) λⁿ, the binomials by C(ζ, n + 1) = C(ζ, n) (ζ − n) / (n + 1) in f64:
-            // exact for the ζ of published models, within a few ulp up to ζ = 64.
-            let mut b = 1.0f64;
-            let mut sign = T::ONE;
-            for (n, q) in coef.iter_mut().enumerate().take(zeta + 1) {
-                *q += ms * sign * T::from_f64(b);
-                b = b * (zeta - n) as f64 / (n + 1) as f64;
-                sign *= lambda;
+            for (q, t) in coef.iter_mut().zip(binomial_terms(zeta, lambda)) {
+                *q += ms * t;
             }
         }
         p
@@ -74,6 +68,19 @@ impl<T: Real> Poly<T> {
             _ => horner(coef, x, deg),
         }
     }
+}
+
+/// The coefficients C(ζ, n) λⁿ of (1 + λx)^ζ = Σ_n C(ζ, n) λⁿ xⁿ, n = 0..=ζ, for λ = ±1.
+/// The binomials by C(ζ, n + 1) = C(ζ, n) (ζ − n) / (n + 1) in f64: exact for the ζ of
+/// published models, within a few ulp up to ζ = 64.
+pub(super) fn binomial_terms<T: Real>(zeta: usize, lambda: T) -> impl Iterator<Item = T> {
+    let (mut b, mut sign) = (1.0f64, T::ONE);
+    (0..=zeta).map(move |n| {
+        let t = sign * T::from_f64(b);
+        b = b * (zeta - n) as f64 / (n + 1) as f64;
+        sign *= lambda;
+        t
+    })
 }
 
 /// Horner's rule for a polynomial of degree `deg` and its derivative.
